@@ -1,0 +1,1 @@
+"""Hermetic reproducible builds: recipes, sources, build image, Docker sandbox, manifests."""

@@ -1,0 +1,1 @@
+"""The ``synchronicity`` command line and the local network launcher (glue only)."""
