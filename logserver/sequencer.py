@@ -1,0 +1,189 @@
+"""The single writer of the log: it batches submissions and integrates each batch durably.
+
+Submitters get a future. One thread takes the first waiting submission, gathers more until the
+batch holds ``max_batch`` entries or ``max_delay`` seconds have passed since it started, and
+integrates the batch with one LMDB transaction (entries, stored hashes, signed checkpoint).
+Only when that transaction has committed are the futures resolved, so an index handed to a
+submitter always names a durable entry. While a batch is being flushed, new submissions queue up
+and form the next batch: under load batches grow by themselves.
+
+A bounded queue gives back-pressure: ``submit`` raises ``QueueFull`` instead of letting memory
+grow without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from logserver.checkpoint import Checkpoint
+from logserver.errors import OperationalError
+from logserver.storage import LogStore
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(OperationalError):
+    """The sequencer's queue is full; the submitter should retry later."""
+
+
+@dataclass(frozen=True)
+class Integrated:
+    """What one integration did, for listeners (metrics, witnesses, the dashboard)."""
+
+    first_index: int
+    count: int
+    checkpoint: bytes
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Submission:
+    entries: Sequence[bytes]
+    future: Future[int]
+
+
+_STOP = object()
+
+
+class Sequencer:
+    def __init__(
+        self,
+        store: LogStore,
+        sign: Callable[[Checkpoint], bytes],
+        *,
+        max_batch: int = 256,
+        max_delay: float = 0.002,
+        max_queue: int = 8192,
+    ) -> None:
+        self._store = store
+        self._sign = sign
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
+        self._listeners: list[Callable[[Integrated], None]] = []
+        self._failed: BaseException | None = None
+        self._held: _Submission | None = None  # taken from the queue, waits for the next batch
+
+    def add_listener(self, listener: Callable[[Integrated], None]) -> None:
+        """Call ``listener`` on the sequencer thread after each durable integration."""
+        self._listeners.append(listener)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def healthy(self) -> bool:
+        return self._failed is None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Integrate what is queued, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def submit(self, data: bytes) -> Future[int]:
+        """Queue one entry; the future resolves to its index once it is durable."""
+        return self.submit_many([data])
+
+    def submit_many(self, entries: Sequence[bytes]) -> Future[int]:
+        """Queue entries that must be logged together, at consecutive indexes, in one batch.
+
+        The future resolves to the index of the first once all are durable.
+        """
+        if not 0 < len(entries) <= self._max_batch:
+            raise ValueError(f"a submission holds 1 to {self._max_batch} entries")
+        if self._failed is not None:
+            raise OperationalError(f"the sequencer has stopped: {self._failed}")
+        fut: Future[int] = Future()
+        try:
+            self._queue.put_nowait(_Submission(entries, fut))
+        except queue.Full:
+            raise QueueFull("the log's queue is full") from None
+        return fut
+
+    def _gather(self, first: _Submission) -> tuple[list[_Submission], bool]:
+        """Submissions for one batch: at most max_batch entries, gathered for max_delay."""
+        batch = [first]
+        count = len(first.entries)
+        deadline = time.monotonic() + self._max_delay
+        while count < self._max_batch:
+            if self._held is not None:
+                item: object = self._held
+                self._held = None
+            else:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Submission)
+            if count + len(item.entries) > self._max_batch:
+                self._held = item  # it opens the next batch
+                break
+            batch.append(item)
+            count += len(item.entries)
+        return batch, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first: object
+            if self._held is not None:
+                first, self._held = self._held, None
+            else:
+                first = self._queue.get()
+            if first is _STOP:
+                break
+            assert isinstance(first, _Submission)
+            batch, stop = self._gather(first)
+            self._integrate(batch)
+
+    def _integrate(self, batch: Sequence[_Submission]) -> None:
+        started = time.monotonic()
+        entries = [data for sub in batch for data in sub.entries]
+        try:
+            first, note = self._store.append_batch(entries, self._sign)
+        except BaseException as e:  # every submitter must hear of the failure
+            log.exception("integration failed; the sequencer stops")
+            self._failed = e
+            for sub in batch:
+                sub.future.set_exception(OperationalError(f"the log could not store it: {e}"))
+            self._fail_queued(e)
+            raise
+        index = first
+        for sub in batch:
+            sub.future.set_result(index)
+            index += len(sub.entries)
+        done = Integrated(first, len(entries), note, time.monotonic() - started)
+        for listener in self._listeners:
+            try:
+                listener(done)
+            except Exception:  # a broken listener must not stop the log
+                log.exception("integration listener failed")
+
+    def _fail_queued(self, cause: BaseException) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Submission):
+                item.future.set_exception(OperationalError(f"the sequencer has stopped: {cause}"))

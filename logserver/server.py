@@ -1,0 +1,324 @@
+"""The log's HTTP API (FastAPI): submissions, C2SP tiles, proofs, health and metrics.
+
+One process owns the log: the ``LogService`` holds the LMDB store and the sequencer thread,
+and every request handler is a short read of LMDB or a hand-off to the sequencer. Handlers
+answer bad input with problem+json 4xx responses; a 5xx means the server itself is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from logserver import note, proof, tiles
+from logserver.checkpoint import Checkpoint
+from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
+from logserver.problems import problem
+from logserver.sequencer import Integrated, QueueFull, Sequencer
+from logserver.storage import LogStore
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRY_SIZE = 65_535  # an entry bundle prefixes each entry with a uint16 length
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+EntryCheck = Callable[[bytes], None]
+
+
+def accept_any(entry: bytes) -> None:
+    """The ``--open`` policy: any entry of a valid size is logged."""
+
+
+def accept_signed_notes(verifiers: list[note.Verifier]) -> EntryCheck:
+    """Accept only entries that are signed notes carrying a signature by one of ``verifiers``."""
+
+    def check(entry: bytes) -> None:
+        note.open_note(entry, verifiers)
+
+    return check
+
+
+@dataclass
+class LogConfig:
+    data_dir: Path
+    signer: note.Signer
+    check_entry: EntryCheck = accept_any
+    max_batch: int = 256
+    max_delay: float = 0.002
+    max_queue: int = 8192
+    extra_routes: list[Callable[[FastAPI, LogService], None]] = field(default_factory=list)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.appended = Counter("log_entries_appended", "Entries durably appended", registry=r)
+        self.rejected = Counter(
+            "log_entries_rejected", "Submissions refused", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "log_batch_size",
+            "Entries per integrated batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.integration_seconds = Histogram(
+            "log_integration_seconds", "Time to integrate one batch durably", registry=r
+        )
+        self.tree_size = Gauge("log_tree_size", "Entries in the log", registry=r)
+        self.queue_depth = Gauge("log_queue_depth", "Submissions waiting", registry=r)
+
+    def on_integrated(self, done: Integrated) -> None:
+        self.appended.inc(done.count)
+        self.batch_size.observe(done.count)
+        self.integration_seconds.observe(done.seconds)
+        self.tree_size.set(done.first_index + done.count)
+
+
+class LogService:
+    """The log's state in one process: store, sequencer, signer and metrics."""
+
+    def __init__(self, config: LogConfig) -> None:
+        self.config = config
+        self.origin = config.signer.name
+        self.store = LogStore(config.data_dir, self.origin)
+        self.metrics = Metrics()
+        self.metrics.tree_size.set(self.store.size())
+        self.sequencer = Sequencer(
+            self.store,
+            self._sign_checkpoint,
+            max_batch=config.max_batch,
+            max_delay=config.max_delay,
+            max_queue=config.max_queue,
+        )
+        self.sequencer.add_listener(self.metrics.on_integrated)
+
+    def _sign_checkpoint(self, cp: Checkpoint) -> bytes:
+        return note.sign_note(cp.to_bytes(), self.config.signer)
+
+    def start(self) -> None:
+        self.sequencer.start()
+
+    def stop(self) -> None:
+        self.sequencer.stop()
+        self.store.close()
+
+    def published_checkpoint(self) -> bytes | None:
+        """The checkpoint clients should see: the log's latest signed one."""
+        return self.store.latest_checkpoint()
+
+    def published_size(self) -> int:
+        cp = self.published_checkpoint()
+        return 0 if cp is None else Checkpoint.parse(note.split_note(cp)[0]).size
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything larger than ``limit`` before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _Problem(413, f"the body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _Problem(413, f"the body is larger than {limit} bytes")
+    return bytes(body)
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def _int_param(request: Request, name: str) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        raise _Problem(400, f"the query parameter {name!r} is required")
+    if not raw.isdigit() or len(raw) > 20 or (len(raw) > 1 and raw[0] == "0"):
+        raise _Problem(400, f"the query parameter {name!r} must be a decimal integer")
+    return int(raw)
+
+
+def _b64(hashes: list[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode() for h in hashes]
+
+
+def _json(obj: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(obj).encode(), media_type="application/json", headers=headers)
+
+
+def create_app(service: LogService) -> FastAPI:
+    app = FastAPI(title="Synchronicity log", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    metrics = service.metrics
+
+    @app.exception_handler(_Problem)
+    async def _problem(_: Request, exc: _Problem) -> Response:
+        return problem(exc.status, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        return problem(400, f"invalid request: {exc.errors()}")
+
+    @app.exception_handler(FormatError)
+    async def _format(_: Request, exc: FormatError) -> Response:
+        return problem(400, str(exc))
+
+    @app.exception_handler(UsageError)
+    async def _usage(_: Request, exc: UsageError) -> Response:
+        return problem(404, str(exc))
+
+    @app.middleware("http")
+    async def _log_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        if response.status_code >= 500:
+            log.error(
+                "request failed",
+                extra={"path": request.url.path, "status": response.status_code},
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request",
+                extra={
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+        return response
+
+    @app.post("/add-entry")
+    async def add_entry(request: Request) -> Response:
+        entry = await read_body(request, MAX_ENTRY_SIZE)
+        if not entry:
+            raise _Problem(400, "the entry is empty")
+        try:
+            service.config.check_entry(entry)
+        except (FormatError, VerificationError) as e:
+            metrics.rejected.labels("invalid").inc()
+            raise _Problem(403 if isinstance(e, VerificationError) else 400, str(e)) from e
+        try:
+            fut = service.sequencer.submit(entry)
+        except QueueFull:
+            metrics.rejected.labels("queue-full").inc()
+            raise _Problem(503, "the log is busy", {"Retry-After": "1"}) from None
+        except OperationalError as e:
+            raise _Problem(503, str(e), {"Retry-After": "5"}) from e
+        metrics.queue_depth.set(service.sequencer.queue_depth)
+        try:
+            index = await asyncio.wrap_future(fut)
+        except OperationalError as e:
+            raise _Problem(503, str(e), {"Retry-After": "5"}) from e
+        return _json({"index": index})
+
+    @app.get("/checkpoint")
+    async def checkpoint() -> Response:
+        cp = service.published_checkpoint()
+        if cp is None:
+            raise _Problem(404, "the log is empty: no checkpoint has been signed yet")
+        return Response(
+            cp, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
+
+    @app.get("/tile/{path:path}")
+    async def tile(path: str) -> Response:
+        t = tiles.parse_tile_path("tile/" + path)
+        size = service.published_size()
+        present = tiles.tile_in_tree(t, size)
+        if present is None or present.width < t.width:
+            raise _Problem(404, f"tile {path} is beyond the published tree of size {size}")
+        if t.is_entries:
+            start = t.n * tiles.TILE_WIDTH
+            data = tiles.encode_entry_bundle(service.store.entries(start, start + t.width))
+        else:
+            data = service.store.tile_data(t)
+        cache = IMMUTABLE if t.width == tiles.TILE_WIDTH else "public, max-age=60"
+        return Response(
+            data, media_type="application/octet-stream", headers={"Cache-Control": cache}
+        )
+
+    @app.get("/proof/inclusion")
+    async def inclusion(request: Request) -> Response:
+        index, size = _int_param(request, "index"), _int_param(request, "size")
+        hashes = service.store.inclusion_proof(index, size)
+        return _json({"index": index, "size": size, "hashes": _b64(hashes)})
+
+    @app.get("/proof/consistency")
+    async def consistency(request: Request) -> Response:
+        old, new = _int_param(request, "old"), _int_param(request, "new")
+        hashes = service.store.consistency_proof(old, new)
+        return _json({"old": old, "new": new, "hashes": _b64(hashes)})
+
+    @app.get("/proof/tlog")
+    async def tlog_proof(request: Request) -> Response:
+        index = _int_param(request, "index")
+        cp = service.published_checkpoint()
+        size = service.published_size()
+        if cp is None or index >= size:
+            raise _Problem(404, f"entry {index} is not covered by the published checkpoint")
+        hashes = service.store.inclusion_proof(index, size)
+        entry = service.store.entry(index)
+        body = proof.TlogProof(index, tuple(hashes), cp, extra=entry).to_bytes()
+        return Response(
+            body,
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="entry-{index}.tlog-proof"'},
+        )
+
+    @app.get("/entry/{index}")
+    async def entry(index: str) -> Response:
+        if not index.isdigit() or len(index) > 20:
+            raise _Problem(400, "the entry index must be a decimal integer")
+        i = int(index)
+        if i >= service.published_size():
+            raise _Problem(404, f"entry {i} is not covered by the published checkpoint")
+        return Response(service.store.entry(i), media_type="application/octet-stream")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not service.sequencer.healthy:
+            raise _Problem(503, "the sequencer is not running")
+        return _json({"status": "ready", "size": service.store.size()})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.queue_depth.set(service.sequencer.queue_depth)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    for add_routes in service.config.extra_routes:
+        add_routes(app, service)
+    return app

@@ -1,0 +1,230 @@
+"""Durable storage of the log in LMDB: entries, stored hashes and signed checkpoints.
+
+Every key is an 8-byte big-endian integer and every write is an append, so LMDB's B+trees
+only ever grow at their right edge (``append=True``). One write transaction holds a whole
+batch: its entries, the stored hashes that the dense index of ``tlog`` assigns to them, and the
+checkpoint signed over the new tree. LMDB commits it with a synchronous flush, so an entry is
+durable exactly when the batch that carries it has committed, and the latest signed checkpoint
+can never disagree with the entries on disk.
+
+Only one thread may write (the sequencer); any number of threads may read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from logserver import tiles, tlog
+from logserver.checkpoint import Checkpoint
+from logserver.compact import Frontier
+from logserver.errors import OperationalError, UsageError
+from logserver.note import split_note
+
+_U64 = 8
+DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data arrives.
+
+
+def _key(n: int) -> bytes:
+    return n.to_bytes(_U64, "big")
+
+
+class _TxnHashReader:
+    """Reads stored hashes inside one LMDB transaction."""
+
+    def __init__(self, txn: Any, db: Any) -> None:
+        self._txn = txn
+        self._db = db
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        out = []
+        for i in indexes:
+            h = self._txn.get(_key(i), db=self._db)
+            if h is None:
+                raise UsageError(f"stored hash {i} is not in the log")
+            out.append(bytes(h))
+        return out
+
+
+class LogStore:
+    """The on-disk log of one origin."""
+
+    def __init__(self, path: Path, origin: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._env = lmdb.open(
+                str(path / "log.lmdb"),
+                map_size=map_size,
+                max_dbs=8,
+                max_readers=512,
+                sync=True,
+                metasync=True,
+            )
+        except lmdb.Error as e:
+            raise OperationalError(f"cannot open the log database in {path}: {e}") from e
+        self._entries = self._env.open_db(b"entries")
+        self._hashes = self._env.open_db(b"hashes")
+        self._checkpoints = self._env.open_db(b"checkpoints")
+        self._meta = self._env.open_db(b"meta")
+        self._write_lock = threading.Lock()
+        self.origin = origin
+        with self._env.begin(write=True) as txn:
+            stored = txn.get(b"origin", db=self._meta)
+            if stored is None:
+                txn.put(b"origin", origin.encode(), db=self._meta)
+            elif bytes(stored) != origin.encode():
+                raise OperationalError(
+                    f"the log in {path} belongs to origin {bytes(stored).decode()!r}, "
+                    f"not {origin!r}"
+                )
+        self._check_integrity()
+
+    def close(self) -> None:
+        self._env.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self._env.begin(buffers=False) as txn:
+            yield txn
+
+    # ----- integrity ---------------------------------------------------------------------
+
+    def _check_integrity(self) -> None:
+        """Refuse to serve a database whose latest checkpoint does not match its hashes."""
+        with self._read() as txn:
+            size = self._size(txn)
+            if size == 0:
+                return
+            note = txn.get(_key(size), db=self._checkpoints)
+            if note is None:
+                raise OperationalError(f"the log has {size} entries but no checkpoint for them")
+            root = tlog.tree_hash(size, _TxnHashReader(txn, self._hashes))
+            body = Checkpoint.parse(split_note(bytes(note))[0])
+            if body.size != size or body.root_hash != root or body.origin != self.origin:
+                raise OperationalError("the latest checkpoint does not match the stored tree")
+
+    # ----- reads -------------------------------------------------------------------------
+
+    def _size(self, txn: Any) -> int:
+        raw = txn.get(b"size", db=self._meta)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def size(self) -> int:
+        with self._read() as txn:
+            return self._size(txn)
+
+    def latest_checkpoint(self) -> bytes | None:
+        """The latest signed checkpoint note, or None for an empty log."""
+        with self._read() as txn:
+            size = self._size(txn)
+            note = txn.get(_key(size), db=self._checkpoints)
+            return None if note is None else bytes(note)
+
+    def checkpoint_at(self, size: int) -> bytes | None:
+        with self._read() as txn:
+            note = txn.get(_key(size), db=self._checkpoints)
+            return None if note is None else bytes(note)
+
+    def checkpoint_sizes(self, limit: int, before: int | None = None) -> list[int]:
+        """Sizes of signed checkpoints, newest first (for the dashboard's history)."""
+        out: list[int] = []
+        with self._read() as txn:
+            cur = txn.cursor(db=self._checkpoints)
+            if before is None:
+                ok = cur.last()
+            else:  # the last key below `before`
+                ok = cur.prev() if cur.set_range(_key(before)) else cur.last()
+            while ok and len(out) < limit:
+                out.append(int.from_bytes(cur.key(), "big"))
+                ok = cur.prev()
+        return out
+
+    def entry(self, index: int) -> bytes:
+        with self._read() as txn:
+            raw = txn.get(_key(index), db=self._entries)
+            if raw is None:
+                raise UsageError(f"entry {index} is not in the log (size {self._size(txn)})")
+            return bytes(raw)
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """Entries start..end-1, all of which must exist."""
+        out: list[bytes] = []
+        with self._read() as txn:
+            if end > self._size(txn) or start > end:
+                raise UsageError(f"entries {start}..{end} are not in the log")
+            cur = txn.cursor(db=self._entries)
+            if start < end and cur.set_key(_key(start)):
+                for _, value in cur:
+                    out.append(bytes(value))
+                    if len(out) == end - start:
+                        break
+        return out
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        with self._read() as txn:
+            return _TxnHashReader(txn, self._hashes).read_hashes(indexes)
+
+    def _within(self, txn: Any, size: int) -> None:
+        current = self._size(txn)
+        if size > current:
+            raise UsageError(f"tree size {size} is beyond the log's size {current}")
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        with self._read() as txn:
+            self._within(txn, size)
+            if not 0 <= index < size:
+                raise UsageError(f"index {index} is not below tree size {size}")
+            return tlog.prove_record(size, index, _TxnHashReader(txn, self._hashes))
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        with self._read() as txn:
+            self._within(txn, new)
+            if not 0 < old <= new:
+                raise UsageError(f"no consistency proof from size {old} to size {new}")
+            return tlog.prove_tree(new, old, _TxnHashReader(txn, self._hashes))
+
+    def tree_hash(self, size: int) -> bytes:
+        with self._read() as txn:
+            self._within(txn, size)
+            return tlog.tree_hash(size, _TxnHashReader(txn, self._hashes))
+
+    def tile_data(self, tile: tiles.Tile) -> bytes:
+        """The bytes of a hash tile, which must lie within the current tree."""
+        with self._read() as txn:
+            return tiles.read_tile_data(tile, _TxnHashReader(txn, self._hashes))
+
+    # ----- the write path (sequencer thread only) -----------------------------------------
+
+    def append_batch(
+        self, batch: Sequence[bytes], sign: Callable[[Checkpoint], bytes]
+    ) -> tuple[int, bytes]:
+        """Append entries and a checkpoint signed over the result, durably, in one transaction.
+
+        Returns the index of the first entry and the signed checkpoint note. ``sign`` is called
+        inside the transaction: if it fails, nothing is written.
+        """
+        if not batch:
+            raise UsageError("empty batch")
+        with self._write_lock, self._env.begin(write=True) as txn:
+            size = self._size(txn)
+            frontier = Frontier.load(size, _TxnHashReader(txn, self._hashes))
+            new_hashes: list[bytes] = []
+            for data in batch:
+                new_hashes += frontier.append(data)
+            new_size = size + len(batch)
+            note = sign(Checkpoint(self.origin, new_size, frontier.tree_hash()))
+            txn.cursor(db=self._entries).putmulti(
+                ((_key(size + i), data) for i, data in enumerate(batch)), append=True
+            )
+            first = tlog.stored_hash_index(0, size)
+            txn.cursor(db=self._hashes).putmulti(
+                ((_key(first + i), h) for i, h in enumerate(new_hashes)), append=True
+            )
+            txn.put(_key(new_size), note, db=self._checkpoints, append=True)
+            txn.put(b"size", _key(new_size), db=self._meta)
+        return size, note

@@ -1,0 +1,134 @@
+"""The ``synchronicity`` command: argument parsing and the mapping of errors to exit codes.
+
+Exit codes (documented in the README and ``spec/cli.md``):
+
+    0  success
+    1  verification failed (a signature, proof, policy or consistency check did not hold)
+    2  usage error (bad arguments, malformed input files)
+    3  operational error (network, disk, Docker, a server that is down)
+
+Every subcommand lives in its own small module and is imported only when it runs, so that
+``synchronicity verify`` needs nothing beyond the base install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from logserver.errors import (
+    FormatError,
+    OperationalError,
+    SynchronicityError,
+    UsageError,
+    VerificationError,
+)
+
+EXIT_OK = 0
+EXIT_VERIFY = 1
+EXIT_USAGE = 2
+EXIT_OPERATIONAL = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _lazy(module: str, function: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        handler: Handler = getattr(importlib.import_module(module), function)
+        return handler(args)
+
+    return run
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="synchronicity",
+        description="Verifiable reproducible builds on a witnessed transparency log.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    k = sub.add_parser("keygen", help="make an Ed25519 signed-note key pair")
+    k.add_argument("name", help="the key name (for a log: its origin)")
+    k.add_argument("--out", required=True, help="private key file (the verifier key: FILE.vkey)")
+    k.add_argument(
+        "--cosignature", action="store_true", help="a witness cosignature key (type 0x04)"
+    )
+    k.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    k.set_defaults(func=_lazy("synchronicity.cmd_keys", "keygen"))
+
+    log_cmd = sub.add_parser("log", help="run the log server").add_subparsers(
+        dest="log_command", required=True, metavar="SUBCOMMAND"
+    )
+    s = log_cmd.add_parser("serve", help="serve a log over HTTP")
+    s.add_argument("--key", required=True, help="the log's private key file")
+    s.add_argument("--data", required=True, help="data directory (LMDB)")
+    s.add_argument("--listen", default="127.0.0.1:8700", help="HOST:PORT (default %(default)s)")
+    s.add_argument("--open", action="store_true", help="accept any entry, signed or not")
+    s.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="accept entries that are signed notes by this key (a vkey or a file; repeatable)",
+    )
+    s.add_argument("--max-batch", type=int, default=256, help="entries per batch at most")
+    s.add_argument("--max-delay-ms", type=float, default=2.0, help="batch gathering time")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=_lazy("synchronicity.cmd_log", "serve"))
+
+    n = sub.add_parser("note", help="signed notes").add_subparsers(
+        dest="note_command", required=True, metavar="SUBCOMMAND"
+    )
+    nv = n.add_parser("verify", help="check a signed note's signature by one key")
+    nv.add_argument("--vkey", required=True, help="a verifier key, or a file holding one")
+    nv.add_argument("file", nargs="?", help="the note (default: standard input)")
+    nv.set_defaults(func=_lazy("synchronicity.cmd_keys", "note_verify"))
+
+    v = sub.add_parser("verify", help="verify a proof file offline against a trust policy")
+    v.add_argument("--policy", required=True, help="tlog-policy file")
+    v.add_argument("--proof", required=True, help="c2sp.org/tlog-proof@v1 file")
+    v.add_argument("--entry", help="the logged entry (default: the proof's extra data)")
+    v.set_defaults(func=_lazy("synchronicity.cmd_verify", "verify"))
+
+    m = sub.add_parser("monitor", help="follow a log and check it never forks")
+    m.add_argument("--policy", required=True, help="tlog-policy file")
+    m.add_argument("--state", required=True, help="directory for the last verified checkpoint")
+    m.add_argument("--log", help="log URL (default: the policy's log URL)")
+    m.add_argument("--once", action="store_true", help="check once and exit")
+    m.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
+    m.set_defaults(func=_lazy("synchronicity.cmd_monitor", "monitor"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except VerificationError as e:
+        _say(f"verification failed: {e}")
+        return EXIT_VERIFY
+    except (FormatError, UsageError) as e:
+        _say(str(e))
+        return EXIT_USAGE
+    except OperationalError as e:
+        _say(str(e))
+        return EXIT_OPERATIONAL
+    except OSError as e:
+        _say(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+        return EXIT_OPERATIONAL
+    except SynchronicityError as e:  # a new kind nobody mapped yet: say so, do not hide it
+        _say(f"error: {e}")
+        return EXIT_OPERATIONAL
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _say(message: str) -> None:
+    print(f"synchronicity: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

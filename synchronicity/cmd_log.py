@@ -1,0 +1,85 @@
+"""``synchronicity log serve``: one process that owns the log and serves its HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from logserver import logs
+from logserver.errors import OperationalError, UsageError
+from logserver.server import LogConfig, LogService, accept_any, accept_signed_notes, create_app
+from synchronicity.keys import read_signer, read_verifier
+
+log = logging.getLogger("synchronicity.log")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--listen wants HOST:PORT, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so a busy port is an operational error (exit 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OperationalError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(2048)
+    return sock
+
+
+def run_app(app: object, sock: socket.socket) -> None:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level)
+    signer = read_signer(args.key)
+    if args.open:
+        check = accept_any
+    elif args.accept:
+        check = accept_signed_notes([read_verifier(v) for v in args.accept])
+    else:
+        raise UsageError("give --open, or --accept with the keys whose entries the log accepts")
+    host, port = parse_listen(args.listen)
+    sock = bind(host, port)
+    service = LogService(
+        LogConfig(
+            Path(args.data),
+            signer,
+            check,
+            max_batch=args.max_batch,
+            max_delay=args.max_delay_ms / 1000,
+        )
+    )
+    service.start()
+    log.info(
+        "log serving",
+        extra={
+            "origin": service.origin,
+            "listen": f"{host}:{sock.getsockname()[1]}",
+            "size": service.store.size(),
+        },
+    )
+    try:
+        run_app(create_app(service), sock)
+    finally:
+        service.stop()
+    return 0

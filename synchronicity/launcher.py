@@ -1,0 +1,101 @@
+"""Start ``synchronicity`` server processes on this machine and find where they listen.
+
+Used by the local network of ``rebuild``/``demo`` and by the tests. A child listens on
+127.0.0.1 with a port the kernel picks; its port is read from the structured ``serving`` log line
+it prints on stderr, and it is ready when ``/readyz`` answers 200.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from logserver.errors import OperationalError
+
+
+class ServerProcess:
+    def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+        self.args = list(args)
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.stderr_lines: list[str] = []
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.stderr_lines = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "synchronicity", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(self.env or {})},
+        )
+        found = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.stderr_lines.append(line)
+                if not found.is_set() and '"listen"' in line:
+                    try:
+                        self.url = "http://" + json.loads(line)["listen"]
+                    except (ValueError, KeyError):
+                        continue
+                    found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not found.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise OperationalError(
+                    f"server did not start: {self.args}\n" + "\n".join(self.stderr_lines[-30:])
+                )
+        self.wait_ready(deadline - time.monotonic())
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise OperationalError("server not ready:\n" + "\n".join(self.stderr_lines[-30:]))
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no flush — what a power loss does to the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def keygen(tmp: Path, name: str, *, cosignature: bool = False) -> tuple[Path, str]:
+    """Make a key pair with the real command; returns (private key path, vkey)."""
+    out = tmp / f"{name.replace('/', '_')}.key"
+    args = [sys.executable, "-m", "synchronicity", "keygen", name, "--out", str(out)]
+    if cosignature:
+        args.append("--cosignature")
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return out, done.stdout.strip()

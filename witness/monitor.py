@@ -1,0 +1,109 @@
+"""A monitor: follow a log's checkpoints and prove that each one extends the last.
+
+The decision is pure (``next_state``): given the last verified checkpoint, a new one and a
+consistency proof, it says whether the new one replaces the old or is evidence of a fork. The
+``Monitor`` class adds the edges: an HTTP client for the log and an atomically written state file
+holding the last verified checkpoint note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from logserver import tlog
+from logserver.checkpoint import Checkpoint
+from logserver.errors import ConsistencyError, OperationalError, SynchronicityError
+from logserver.fsutil import atomic_write
+from logserver.policy import Policy
+
+STATE_FILE = "checkpoint"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one check saw: the checkpoint now trusted and whether it moved forward."""
+
+    checkpoint: Checkpoint
+    note: bytes
+    advanced: bool
+
+
+def next_state(
+    old: Checkpoint | None,
+    old_note: bytes,
+    new: Checkpoint,
+    new_note: bytes,
+    consistency_proof: Sequence[bytes] | None,
+) -> Observation:
+    """Decide whether ``new`` may follow ``old``; raise ConsistencyError if they conflict.
+
+    ``consistency_proof`` proves ``old`` within ``new`` and is needed only when ``new`` is larger.
+    """
+    if old is None:
+        return Observation(new, new_note, True)
+    if new.origin != old.origin:
+        raise ConsistencyError("the checkpoint is from another log", old_note, new_note)
+    if new.size < old.size:
+        raise ConsistencyError(
+            f"the log went back from size {old.size} to size {new.size}", old_note, new_note
+        )
+    if new.size == old.size:
+        if new.root_hash != old.root_hash:
+            raise ConsistencyError(
+                f"two different roots for tree size {new.size}", old_note, new_note
+            )
+        return Observation(old, old_note, False)
+    if consistency_proof is None:
+        raise ValueError("a larger checkpoint needs a consistency proof")
+    try:
+        tlog.check_tree(consistency_proof, new.size, new.root_hash, old.size, old.root_hash)
+    except SynchronicityError as e:
+        raise ConsistencyError(
+            f"size {new.size} does not extend size {old.size}: {e}", old_note, new_note
+        ) from e
+    return Observation(new, new_note, True)
+
+
+# (checkpoint note) and (old, new) -> consistency proof hashes
+FetchCheckpoint = Callable[[], bytes]
+FetchConsistency = Callable[[int, int], list[bytes]]
+
+
+class Monitor:
+    def __init__(
+        self,
+        policy: Policy,
+        state_dir: Path,
+        fetch_checkpoint: FetchCheckpoint,
+        fetch_consistency: FetchConsistency,
+    ) -> None:
+        self.policy = policy
+        self.state_dir = state_dir
+        self._fetch_checkpoint = fetch_checkpoint
+        self._fetch_consistency = fetch_consistency
+
+    def load(self) -> tuple[Checkpoint | None, bytes]:
+        path = self.state_dir / STATE_FILE
+        try:
+            note = path.read_bytes()
+        except FileNotFoundError:
+            return None, b""
+        try:
+            return self.policy.verify_checkpoint(note), note
+        except SynchronicityError as e:
+            raise OperationalError(f"the monitor state {path} is corrupt: {e}") from e
+
+    def check_once(self) -> Observation:
+        old, old_note = self.load()
+        new_note = self._fetch_checkpoint()
+        new = self.policy.verify_checkpoint(new_note)
+        proof = None
+        if old is not None and new.size > old.size:
+            proof = self._fetch_consistency(old.size, new.size)
+        seen = next_state(old, old_note, new, new_note, proof)
+        if seen.advanced:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.state_dir / STATE_FILE, seen.note)
+        return seen
