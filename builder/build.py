@@ -1,0 +1,249 @@
+"""The one-call builder API: make a recipe, build it, get the output manifest and digest.
+
+``resolve_recipe("itoa@1.0.11")`` (or a path to a local ``.crate``) pins a crate, its
+``Cargo.lock``, this machine's toolchain and build image into a Recipe.
+``build_crate(recipe, out_dir)`` verifies and vendors the sources, checks that this machine's
+toolchain and image are the ones the recipe pins, runs the sandbox and returns a BuildResult;
+``out_dir`` receives ``recipe.json``, ``build.log``, ``manifest.json`` and ``artifacts/``.
+The CLI (``synchronicity build``) and the witness's build worker call these two functions.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tempfile
+import threading
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from builder.archive import safe_extract
+from builder.image import (
+    ImageConfig,
+    Progress,
+    docker_client,
+    ensure_build_image,
+    find_build_image,
+    stderr_progress,
+)
+from builder.manifest import Manifest, collect_manifest
+from builder.recipe import ARTIFACT_KINDS, DEFAULT_TARGET, SOURCE_CRATES_IO, SOURCE_LOCAL, Recipe
+from builder.sandbox import SandboxJob, SandboxLimits, remove_leftover_containers, run_in_sandbox
+from builder.sources import CrateStore, prepare_sources
+from builder.toolchain import find_toolchain_dir, toolchain_identity
+from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
+
+DEFAULT_TOOLCHAIN = "1.95.0"
+_cleanup_lock = threading.Lock()
+_cleanup_state = {"done": False}
+
+
+@dataclass
+class BuildResult:
+    """The outcome of one build. ``output_digest`` and ``manifest`` are set only when ok."""
+
+    recipe: Recipe
+    ok: bool
+    reason: str | None
+    detail: str
+    manifest: Manifest | None
+    log: bytes
+    out_dir: Path
+    seconds: float
+
+    @property
+    def job_id(self) -> str:
+        return self.recipe.job_id
+
+    @property
+    def output_digest(self) -> str | None:
+        return self.manifest.output_digest if self.manifest is not None else None
+
+
+def _crate_identity(data: bytes, what: str) -> tuple[str, str, str | None]:
+    """(name, version, Cargo.lock text or None) read from the bytes of a ``.crate``."""
+    with tempfile.TemporaryDirectory(prefix="synchronicity-crate-") as tmp:
+        safe_extract(io.BytesIO(data), Path(tmp), what=what, compressed=True)
+        tops = list(Path(tmp).iterdir())
+        if len(tops) != 1 or not tops[0].is_dir():
+            raise FormatError(what, "must hold exactly one top-level directory")
+        manifest_path = tops[0] / "Cargo.toml"
+        try:
+            package = tomllib.loads(manifest_path.read_text())["package"]
+            name, version = str(package["name"]), str(package["version"])
+        except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
+            raise FormatError(what, f"no usable [package] in Cargo.toml: {exc}") from exc
+        if tops[0].name != f"{name}-{version}":
+            raise FormatError(what, f"top directory {tops[0].name} is not {name}-{version}")
+        lock_path = tops[0] / "Cargo.lock"
+        return name, version, lock_path.read_text() if lock_path.is_file() else None
+
+
+def generate_lockfile(data: bytes, name: str, version: str, toolchain_dir: Path) -> str:
+    """Resolve a Cargo.lock for a crate that ships none (host cargo, network, no sandbox)."""
+    with tempfile.TemporaryDirectory(prefix="synchronicity-lock-") as tmp:
+        safe_extract(io.BytesIO(data), Path(tmp), what=f"crate {name}@{version}", compressed=True)
+        manifest_path = Path(tmp) / f"{name}-{version}" / "Cargo.toml"
+        done = subprocess.run(
+            [
+                str(toolchain_dir / "bin" / "cargo"),
+                "generate-lockfile",
+                "--manifest-path",
+                str(manifest_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+            env=dict(os.environ, PATH=f"{toolchain_dir / 'bin'}:{os.environ.get('PATH', '')}"),
+        )
+        if done.returncode != 0:
+            raise OperationalError(f"cargo generate-lockfile failed: {done.stderr.strip()}")
+        return manifest_path.with_name("Cargo.lock").read_text()
+
+
+def resolve_recipe(
+    spec: str | Path,
+    *,
+    store: CrateStore | None = None,
+    client: docker.DockerClient | None = None,
+    toolchain_dir: Path | None = None,
+    image_config: ImageConfig | None = None,
+    target: str = DEFAULT_TARGET,
+    profile: str = "release",
+    features: tuple[str, ...] = (),
+    default_features: bool = True,
+    artifacts: tuple[str, ...] = ARTIFACT_KINDS,
+    progress: Progress = stderr_progress,
+) -> Recipe:
+    """Pin ``name@version`` from crates.io, or a local ``.crate`` file, into a Recipe."""
+    store = store or CrateStore()
+    toolchain_dir = toolchain_dir or find_toolchain_dir(DEFAULT_TOOLCHAIN)
+    if isinstance(spec, Path) or str(spec).endswith(".crate"):
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file")
+        data = path.read_bytes()
+        crate_sha256 = store.put(data)
+        name, version, lock = _crate_identity(data, f"local crate {path}")
+        source = SOURCE_LOCAL
+    else:
+        name, separator, version = str(spec).partition("@")
+        if not separator or not name or not version:
+            raise UsageError(f"{spec!r} is not name@version")
+        crate_sha256 = store.index_cksum(name, version)
+        data = store.fetch(name, version, crate_sha256)
+        found_name, found_version, lock = _crate_identity(data, f"crate {spec}")
+        if (found_name, found_version) != (name, version):
+            raise VerificationError(f"crate {spec} contains {found_name}@{found_version}")
+        source = SOURCE_CRATES_IO
+    if lock is None:
+        progress(f"{name}@{version} ships no Cargo.lock; resolving one with cargo")
+        lock = generate_lockfile(data, name, version, toolchain_dir)
+    image = ensure_build_image(client, image_config, progress=progress)
+    return Recipe(
+        name=name,
+        version=version,
+        crate_sha256=crate_sha256,
+        cargo_lock=lock,
+        toolchain=toolchain_identity(toolchain_dir),
+        rootfs_sha256=image.rootfs_sha256,
+        source=source,
+        target=target,
+        profile=profile,
+        features=tuple(sorted(set(features))),
+        default_features=default_features,
+        artifacts=tuple(sorted(set(artifacts))),
+    )
+
+
+def _cleanup_once(client: docker.DockerClient) -> None:
+    with _cleanup_lock:
+        if not _cleanup_state["done"]:
+            remove_leftover_containers(client)
+            _cleanup_state["done"] = True
+
+
+def build_crate(
+    recipe_or_spec: Recipe | str | Path,
+    out_dir: Path,
+    *,
+    limits: SandboxLimits | None = None,
+    store: CrateStore | None = None,
+    client: docker.DockerClient | None = None,
+    toolchain_dir: Path | None = None,
+    local_crate: Path | None = None,
+    progress: Progress = stderr_progress,
+) -> BuildResult:
+    """Build a recipe (or resolve ``name@version`` / a ``.crate`` path first) into ``out_dir``.
+
+    Checksum mismatches raise VerificationError before any container exists. A failed build
+    is not an exception: the result says ``ok=False`` with the reason and the log.
+    """
+    store = store or CrateStore()
+    client = client or docker_client()
+    toolchain_dir = toolchain_dir or find_toolchain_dir(DEFAULT_TOOLCHAIN)
+    if isinstance(recipe_or_spec, Recipe):
+        recipe = recipe_or_spec
+    else:
+        recipe = resolve_recipe(
+            recipe_or_spec,
+            store=store,
+            client=client,
+            toolchain_dir=toolchain_dir,
+            progress=progress,
+        )
+    toolchain = toolchain_identity(toolchain_dir)
+    if toolchain != recipe.toolchain:
+        raise OperationalError(
+            f"this machine's toolchain {toolchain} differs from the recipe's {recipe.toolchain}"
+        )
+    image = find_build_image(client, rootfs_sha256=recipe.rootfs_sha256)
+    if image is None:
+        image = ensure_build_image(client, progress=progress)
+        if image.rootfs_sha256 != recipe.rootfs_sha256:
+            raise OperationalError(
+                f"no build image with root file system {recipe.rootfs_sha256} on this machine"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "recipe.json").write_bytes(recipe.to_json())
+    with tempfile.TemporaryDirectory(prefix="synchronicity-src-") as tmp:
+        sources = prepare_sources(recipe, Path(tmp), store, local_crate=local_crate)
+        progress(f"sources of {recipe.spec} verified ({len(sources.vendored)} dependencies)")
+        _cleanup_once(client)
+        job = SandboxJob(
+            job_id=recipe.job_id,
+            image=image.tag,
+            src_dir=sources.src_dir,
+            deps_dir=sources.deps_dir,
+            toolchain_dir=toolchain_dir,
+            crate_name=recipe.name,
+            crate_version=recipe.version,
+            target=recipe.target,
+            profile=recipe.profile,
+            features=recipe.features,
+            default_features=recipe.default_features,
+        )
+        outcome = run_in_sandbox(job, out_dir, limits=limits, client=client)
+    (out_dir / "build.log").write_bytes(outcome.log)
+    manifest = None
+    if outcome.ok and outcome.artifacts_dir is not None:
+        manifest = collect_manifest(outcome.artifacts_dir, recipe.artifacts)
+        (out_dir / "manifest.json").write_bytes(manifest.to_json())
+        progress(f"{recipe.spec}: output digest {manifest.output_digest}")
+    else:
+        progress(f"{recipe.spec}: build failed ({outcome.reason})")
+    return BuildResult(
+        recipe=recipe,
+        ok=outcome.ok,
+        reason=outcome.reason,
+        detail=outcome.detail,
+        manifest=manifest,
+        log=outcome.log,
+        out_dir=out_dir,
+        seconds=outcome.seconds,
+    )

@@ -1,0 +1,228 @@
+"""The build recipe: everything that pins one reproducible crate build, and its job id.
+
+A recipe is a value: ``to_json`` gives its canonical JSON bytes (see ``builder.canonjson``),
+``from_json`` parses them strictly, and ``job_id`` is the hex SHA-256 of those bytes. Two
+builders that hold the same recipe run the same build; ``spec/builds.md`` documents the fields.
+This module is pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder import canonjson
+from logserver.errors import FormatError
+
+RECIPE_SCHEMA = "synchronicity/recipe/v1"
+ECOSYSTEM_CRATES = "crates"
+SOURCE_CRATES_IO = "crates.io"
+SOURCE_LOCAL = "local"
+ARTIFACT_KINDS = ("bin", "cdylib", "rlib", "staticlib")
+DEFAULT_TARGET = "x86_64-unknown-linux-gnu"
+MAX_CARGO_LOCK_BYTES = 1 << 20
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_GIT_COMMIT = re.compile(r"[0-9a-f]{40}")
+_CRATE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"
+)
+_TARGET = re.compile(r"[a-z0-9_]+(-[a-z0-9_.]+){1,4}")
+_FEATURE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+./-]{0,63}")
+_RUSTC_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?")
+_PROFILE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """The Rust toolchain: ``rustc -vV`` release and commit, and the digest of its files."""
+
+    rustc_version: str
+    commit_hash: str
+    files_sha256: str
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "commit_hash": self.commit_hash,
+            "files_sha256": self.files_sha256,
+            "rustc_version": self.rustc_version,
+        }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One pinned build of one crate version."""
+
+    name: str
+    version: str
+    crate_sha256: str
+    cargo_lock: str
+    toolchain: Toolchain
+    rootfs_sha256: str
+    source: str = SOURCE_CRATES_IO
+    target: str = DEFAULT_TARGET
+    profile: str = "release"
+    features: tuple[str, ...] = ()
+    default_features: bool = True
+    artifacts: tuple[str, ...] = ARTIFACT_KINDS
+    ecosystem: str = field(default=ECOSYSTEM_CRATES)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "artifacts": list(self.artifacts),
+            "build_env": {"rootfs_sha256": self.rootfs_sha256},
+            "cargo_lock": self.cargo_lock,
+            "crate_sha256": self.crate_sha256,
+            "default_features": self.default_features,
+            "ecosystem": self.ecosystem,
+            "features": list(self.features),
+            "name": self.name,
+            "profile": self.profile,
+            "schema": RECIPE_SCHEMA,
+            "source": self.source,
+            "target": self.target,
+            "toolchain": self.toolchain.to_value(),
+            "version": self.version,
+        }
+
+    def to_json(self) -> bytes:
+        """The canonical encoding: the bytes that are signed, logged and hashed."""
+        return canonjson.encode(self.to_value(), "recipe")
+
+    @property
+    def job_id(self) -> str:
+        """Hex SHA-256 of the canonical recipe."""
+        return hashlib.sha256(self.to_json()).hexdigest()
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+def _bad(reason: str) -> FormatError:
+    return FormatError("recipe", reason)
+
+
+def _check(pattern: re.Pattern[str], value: object, name: str) -> None:
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise _bad(f"{name} {value!r} is not valid")
+
+
+def _check_sorted_unique(items: tuple[str, ...], name: str) -> None:
+    if list(items) != sorted(set(items)):
+        raise _bad(f"{name} must be sorted and free of duplicates")
+
+
+def validate(recipe: Recipe) -> None:
+    """Raise FormatError unless every field of ``recipe`` is well formed."""
+    if recipe.ecosystem != ECOSYSTEM_CRATES:
+        raise _bad(f"ecosystem {recipe.ecosystem!r} is not supported")
+    if recipe.source not in (SOURCE_CRATES_IO, SOURCE_LOCAL):
+        raise _bad(f"source {recipe.source!r} is not supported")
+    _check(_CRATE_NAME, recipe.name, "name")
+    _check(_SEMVER, recipe.version, "version")
+    _check(_SHA256_HEX, recipe.crate_sha256, "crate_sha256")
+    _check(_SHA256_HEX, recipe.rootfs_sha256, "rootfs_sha256")
+    _check(_TARGET, recipe.target, "target")
+    _check(_PROFILE, recipe.profile, "profile")
+    if not isinstance(recipe.cargo_lock, str) or not recipe.cargo_lock:
+        raise _bad("cargo_lock must be a non-empty string")
+    if len(recipe.cargo_lock.encode("utf-8", errors="surrogatepass")) > MAX_CARGO_LOCK_BYTES:
+        raise _bad("cargo_lock is too large")
+    if not isinstance(recipe.default_features, bool):
+        raise _bad("default_features must be a boolean")
+    if not isinstance(recipe.features, tuple) or not isinstance(recipe.artifacts, tuple):
+        raise _bad("features and artifacts must be tuples")
+    for feature in recipe.features:
+        _check(_FEATURE, feature, "feature")
+    _check_sorted_unique(recipe.features, "features")
+    if not recipe.artifacts:
+        raise _bad("artifacts must name at least one kind")
+    for kind in recipe.artifacts:
+        if kind not in ARTIFACT_KINDS:
+            raise _bad(f"artifact kind {kind!r} is not one of {', '.join(ARTIFACT_KINDS)}")
+    _check_sorted_unique(recipe.artifacts, "artifacts")
+    toolchain = recipe.toolchain
+    if not isinstance(toolchain, Toolchain):
+        raise _bad("toolchain must be a Toolchain")
+    _check(_RUSTC_VERSION, toolchain.rustc_version, "toolchain.rustc_version")
+    _check(_GIT_COMMIT, toolchain.commit_hash, "toolchain.commit_hash")
+    _check(_SHA256_HEX, toolchain.files_sha256, "toolchain.files_sha256")
+
+
+def _members(value: object, keys: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(f"{what} must be an object")
+    if set(value) != keys:
+        missing = sorted(keys - set(value))
+        extra = sorted(set(value) - keys)
+        raise _bad(f"{what} has missing members {missing} or unknown members {extra}")
+    return value
+
+
+def _string_list(value: object, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _bad(f"{name} must be an array of strings")
+    return tuple(value)
+
+
+def from_value(value: object) -> Recipe:
+    """Build a Recipe from its JSON value, refusing unknown or missing members."""
+    top = _members(
+        value,
+        {
+            "artifacts",
+            "build_env",
+            "cargo_lock",
+            "crate_sha256",
+            "default_features",
+            "ecosystem",
+            "features",
+            "name",
+            "profile",
+            "schema",
+            "source",
+            "target",
+            "toolchain",
+            "version",
+        },
+        "recipe",
+    )
+    if top["schema"] != RECIPE_SCHEMA:
+        raise _bad(f"schema {top['schema']!r} is not {RECIPE_SCHEMA}")
+    env = _members(top["build_env"], {"rootfs_sha256"}, "build_env")
+    tool = _members(top["toolchain"], {"commit_hash", "files_sha256", "rustc_version"}, "toolchain")
+    for name in ("name", "version", "crate_sha256", "cargo_lock", "ecosystem", "source"):
+        if not isinstance(top[name], str):
+            raise _bad(f"{name} must be a string")
+    return Recipe(
+        name=top["name"],
+        version=top["version"],
+        crate_sha256=top["crate_sha256"],
+        cargo_lock=top["cargo_lock"],
+        toolchain=Toolchain(
+            rustc_version=tool["rustc_version"],
+            commit_hash=tool["commit_hash"],
+            files_sha256=tool["files_sha256"],
+        ),
+        rootfs_sha256=env["rootfs_sha256"],
+        source=top["source"],
+        target=top["target"],
+        profile=top["profile"],
+        features=_string_list(top["features"], "features"),
+        default_features=top["default_features"],
+        artifacts=_string_list(top["artifacts"], "artifacts"),
+        ecosystem=top["ecosystem"],
+    )
+
+
+def from_json(data: bytes) -> Recipe:
+    """Parse canonical recipe bytes strictly (non-canonical bytes are a FormatError)."""
+    return from_value(canonjson.decode(data, "recipe"))

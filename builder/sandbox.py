@@ -1,0 +1,411 @@
+"""Running one build in a locked-down Docker container (the Docker I/O edge).
+
+The container is created (never ``run``: nothing is ever pulled), started, streamed and always
+removed. It has no network, a read-only root, the sources, vendored dependencies and toolchain
+mounted read-only, size-bounded tmpfs mounts for the target directory and /tmp, a non-root
+user, no capabilities, no-new-privileges, and memory, CPU, PID, log-size, artifact-size and
+wall-clock limits. The build's own output goes to stderr (the log); stdout carries only the
+tar of the top-level files of the profile directory, written by the container's shell after a
+successful build (tmpfs contents cannot be copied out with ``get_archive``).
+``spec/builds.md`` states the contract; ``sandbox_command`` and ``sandbox_environment`` are
+its pure part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from builder.archive import ExtractLimits, safe_extract
+from builder.image import FIXED_EPOCH
+from builder.sources import SANDBOX_DEPS_DIR
+from logserver.errors import OperationalError
+
+LABEL_BUILD = "synchronicity.build"
+LABEL_OWNER = "synchronicity.owner"
+SANDBOX_USER = "1000:1000"
+TOOLCHAIN_DIR = "/opt/rust"
+SRC_DIR = "/build/src"
+TARGET_DIR = "/build/target"
+SANDBOX_TMP = "/tmp"  # noqa: S108 (a tmpfs inside the container)
+CARGO_HOME = f"{SANDBOX_TMP}/cargo-home"
+EXIT_SETUP_FAILED = 120
+EXIT_NO_PROFILE_DIR = 121
+EXIT_TAR_FAILED = 122
+
+REASON_TIMEOUT = "timeout"
+REASON_OOM = "out-of-memory"
+REASON_DISK_FULL = "disk-full"
+REASON_PIDS = "process-limit"
+REASON_LOG_LIMIT = "log-limit"
+REASON_ARTIFACT_LIMIT = "artifact-limit"
+REASON_EXIT = "nonzero-exit"
+
+_LOG_TAIL_BYTES = 4000
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource bounds of one build."""
+
+    memory_bytes: int = 4 << 30
+    cpus: int = 2
+    pids: int = 1024
+    target_bytes: int = 4 << 30
+    tmp_bytes: int = 512 << 20
+    log_bytes: int = 8 << 20
+    artifact_bytes: int = 1 << 30
+    wall_seconds: int = 1800
+
+
+@dataclass(frozen=True)
+class SandboxJob:
+    """What to build: the prepared host directories and the recipe's build settings."""
+
+    job_id: str
+    image: str
+    src_dir: Path
+    deps_dir: Path
+    toolchain_dir: Path
+    crate_name: str
+    crate_version: str
+    target: str
+    profile: str = "release"
+    features: tuple[str, ...] = ()
+    default_features: bool = True
+
+
+@dataclass
+class SandboxResult:
+    """The outcome: ``ok`` is True only for exit status 0 with every artifact copied out."""
+
+    ok: bool
+    exit_code: int | None
+    reason: str | None
+    detail: str
+    log: bytes
+    artifacts_dir: Path | None
+    seconds: float
+    log_truncated: bool = False
+    oom_killed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def profile_dir_name(profile: str) -> str:
+    return "debug" if profile == "dev" else profile
+
+
+def sandbox_environment(job: SandboxJob) -> dict[str, str]:
+    """The complete, fixed environment of the build."""
+    remaps = [
+        f"--remap-path-prefix={SRC_DIR}=/rust/src/{job.crate_name}-{job.crate_version}",
+        f"--remap-path-prefix={SANDBOX_DEPS_DIR}/vendor=/rust/deps",
+        f"--remap-path-prefix={CARGO_HOME}=/rust/cargo",
+        f"--remap-path-prefix={TOOLCHAIN_DIR}=/rust/toolchain",
+    ]
+    return {
+        "PATH": f"{TOOLCHAIN_DIR}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": SANDBOX_TMP,
+        "CARGO_HOME": CARGO_HOME,
+        "CARGO_TARGET_DIR": TARGET_DIR,
+        "CARGO_INCREMENTAL": "0",
+        "CARGO_TERM_COLOR": "never",
+        "CARGO_TERM_PROGRESS_WHEN": "never",
+        "RUSTFLAGS": " ".join(remaps),
+        "SOURCE_DATE_EPOCH": str(FIXED_EPOCH),
+        "TZ": "UTC",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
+
+
+def cargo_arguments(job: SandboxJob) -> list[str]:
+    arguments = [
+        "cargo",
+        "build",
+        "--locked",
+        "--offline",
+        "--profile",
+        job.profile,
+        "--target",
+        job.target,
+        "--config",
+        f"{SANDBOX_DEPS_DIR}/config.toml",
+    ]
+    if not job.default_features:
+        arguments.append("--no-default-features")
+    if job.features:
+        arguments += ["--features", ",".join(job.features)]
+    return arguments
+
+
+def sandbox_command(job: SandboxJob) -> list[str]:
+    """The container command: build with output on stderr, then tar the artifacts to stdout."""
+    profile_dir = f"{TARGET_DIR}/{job.target}/{profile_dir_name(job.profile)}"
+    script = "\n".join(
+        [
+            "umask 022",
+            f"mkdir -p {CARGO_HOME} || exit {EXIT_SETUP_FAILED}",
+            shlex.join(cargo_arguments(job)) + " 1>&2",
+            "status=$?",
+            'if [ "$status" -ne 0 ]; then exit "$status"; fi',
+            f"cd {shlex.quote(profile_dir)} || exit {EXIT_NO_PROFILE_DIR}",
+            "set --",
+            'for f in *; do if [ -f "$f" ] && [ ! -L "$f" ]; then set -- "$@" "$f"; fi; done',
+            'if [ "$#" -gt 0 ]; then',
+            "  tar --create --file=- --no-recursion --numeric-owner --owner=0 --group=0"
+            f' -- "$@" || exit {EXIT_TAR_FAILED}',
+            "fi",
+            "exit 0",
+        ]
+    )
+    return ["/bin/sh", "-c", script]
+
+
+def _owner_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def remove_leftover_containers(client: docker.DockerClient) -> int:
+    """Remove build containers left by processes of this host that no longer exist."""
+    removed = 0
+    try:
+        containers = client.containers.list(all=True, filters={"label": LABEL_BUILD})
+    except docker.errors.DockerException as exc:
+        raise OperationalError(f"cannot list containers: {exc}") from exc
+    for container in containers:
+        host, _, pid = container.labels.get(LABEL_OWNER, "").partition(":")
+        if host == socket.gethostname() and pid.isdigit() and _process_alive(int(pid)):
+            continue
+        try:
+            container.remove(force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Streamer(threading.Thread):
+    """Drains the container's attach stream: stderr into a bounded log, stdout into a file."""
+
+    def __init__(self, stream: Any, limits: SandboxLimits, artifacts: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.limits = limits
+        self.artifacts = artifacts
+        self.log = bytearray()
+        self.artifact_size = 0
+        self.overflow: str | None = None
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for stdout, stderr in self.stream:
+                if stderr:
+                    self.log += stderr
+                    if len(self.log) > self.limits.log_bytes:
+                        self.overflow = REASON_LOG_LIMIT
+                        return
+                if stdout:
+                    self.artifact_size += len(stdout)
+                    if self.artifact_size > self.limits.artifact_bytes:
+                        self.overflow = REASON_ARTIFACT_LIMIT
+                        return
+                    self.artifacts.write(stdout)
+        except (docker.errors.DockerException, OSError) as exc:
+            self.error = exc
+        finally:
+            self.finished.set()
+
+
+def _create(client: docker.DockerClient, job: SandboxJob, limits: SandboxLimits) -> Container:
+    mounts = [
+        docker.types.Mount(TOOLCHAIN_DIR, str(job.toolchain_dir), type="bind", read_only=True),
+        docker.types.Mount(SRC_DIR, str(job.src_dir), type="bind", read_only=True),
+        docker.types.Mount(SANDBOX_DEPS_DIR, str(job.deps_dir), type="bind", read_only=True),
+    ]
+    tmpfs = {
+        TARGET_DIR: f"rw,exec,nosuid,nodev,size={limits.target_bytes},uid=1000,gid=1000,mode=0755",
+        SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
+    }
+    try:
+        return client.containers.create(
+            job.image,
+            sandbox_command(job),
+            use_config_proxy=False,
+            detach=True,
+            network_mode="none",
+            read_only=True,
+            mounts=mounts,
+            tmpfs=tmpfs,
+            user=SANDBOX_USER,
+            working_dir=SRC_DIR,
+            environment=sandbox_environment(job),
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            nano_cpus=limits.cpus * 1_000_000_000,
+            pids_limit=limits.pids,
+            shm_size=16 << 20,
+            ipc_mode="private",
+            labels={LABEL_BUILD: job.job_id, LABEL_OWNER: _owner_label()},
+            stdin_open=False,
+            tty=False,
+        )
+    except docker.errors.ImageNotFound as exc:
+        raise OperationalError(f"build image {job.image} is not present: {exc}") from exc
+    except docker.errors.DockerException as exc:
+        raise OperationalError(f"cannot create the build container: {exc}") from exc
+
+
+def _classify(log: bytes, exit_code: int | None, oom_killed: bool) -> str:
+    if oom_killed:
+        return REASON_OOM
+    text = log.decode("utf-8", errors="replace")
+    if "No space left on device" in text or "os error 28" in text:
+        return REASON_DISK_FULL
+    if "Resource temporarily unavailable" in text or "os error 11" in text:
+        return REASON_PIDS
+    if exit_code == 137 or "SIGKILL" in text:
+        return REASON_OOM
+    return REASON_EXIT
+
+
+def run_in_sandbox(
+    job: SandboxJob,
+    out_dir: Path,
+    *,
+    limits: SandboxLimits | None = None,
+    client: docker.DockerClient,
+) -> SandboxResult:
+    """Build ``job`` in a fresh container; copy the artifacts into ``out_dir``/artifacts."""
+    limits = limits or SandboxLimits()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spool_path = out_dir / "artifacts.tar"
+    started = time.monotonic()
+    container = _create(client, job, limits)
+    try:
+        with spool_path.open("wb") as spool:
+            stream = client.api.attach(
+                str(container.id), stdout=True, stderr=True, stream=True, logs=True, demux=True
+            )
+            streamer = _Streamer(stream, limits, spool)
+            container.start()
+            streamer.start()
+            finished = streamer.finished.wait(timeout=limits.wall_seconds)
+            exit_code: int | None = None
+            reason: str | None = None
+            if not finished or streamer.overflow is not None:
+                reason = streamer.overflow or REASON_TIMEOUT
+                _kill(container)
+                streamer.finished.wait(timeout=30)
+            else:
+                exit_code = _wait_exit(container)
+        if streamer.error is not None and reason is None:
+            raise OperationalError(f"lost the build container's output: {streamer.error}")
+        seconds = time.monotonic() - started
+        oom_killed = _oom_killed(container)
+        log = bytes(streamer.log[: limits.log_bytes])
+        if reason is None and exit_code != 0:
+            reason = _classify(log, exit_code, oom_killed)
+        if reason is not None:
+            return SandboxResult(
+                ok=False,
+                exit_code=exit_code,
+                reason=reason,
+                detail=_describe(reason, exit_code, limits, log),
+                log=log,
+                artifacts_dir=None,
+                seconds=seconds,
+                log_truncated=reason == REASON_LOG_LIMIT,
+                oom_killed=oom_killed,
+            )
+        artifacts_dir = out_dir / "artifacts"
+        artifacts_dir.mkdir()
+        if spool_path.stat().st_size:
+            with spool_path.open("rb") as spool:
+                safe_extract(
+                    spool,
+                    artifacts_dir,
+                    what="artifact archive from the sandbox",
+                    limits=ExtractLimits(max_total_bytes=limits.artifact_bytes),
+                )
+        return SandboxResult(
+            ok=True,
+            exit_code=0,
+            reason=None,
+            detail="build succeeded",
+            log=log,
+            artifacts_dir=artifacts_dir,
+            seconds=seconds,
+        )
+    finally:
+        spool_path.unlink(missing_ok=True)
+        _remove(container)
+
+
+def _describe(reason: str, exit_code: int | None, limits: SandboxLimits, log: bytes) -> str:
+    tail = log[-_LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
+    headline = {
+        REASON_TIMEOUT: f"killed after the {limits.wall_seconds}s wall-clock limit",
+        REASON_OOM: f"killed for exceeding the {limits.memory_bytes} byte memory limit",
+        REASON_DISK_FULL: f"the {limits.target_bytes} byte target directory or /tmp filled up",
+        REASON_PIDS: f"hit the {limits.pids} process limit",
+        REASON_LOG_LIMIT: f"killed for writing more than {limits.log_bytes} bytes of log",
+        REASON_ARTIFACT_LIMIT: f"artifacts exceed {limits.artifact_bytes} bytes",
+        REASON_EXIT: f"build exited with status {exit_code}",
+    }[reason]
+    return f"{headline}\n--- end of build log ---\n{tail}"
+
+
+def _wait_exit(container: Container) -> int:
+    try:
+        result = container.wait(timeout=60)
+    except (docker.errors.DockerException, OSError) as exc:
+        raise OperationalError(f"waiting for the build container failed: {exc}") from exc
+    return int(result.get("StatusCode", -1))
+
+
+def _oom_killed(container: Container) -> bool:
+    try:
+        container.reload()
+    except docker.errors.DockerException:
+        return False
+    return bool(container.attrs.get("State", {}).get("OOMKilled", False))
+
+
+def _kill(container: Container) -> None:
+    with contextlib.suppress(docker.errors.APIError):  # already stopped
+        container.kill()
+
+
+def _remove(container: Container) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.DockerException as exc:
+        raise OperationalError(f"cannot remove build container {container.id}: {exc}") from exc
