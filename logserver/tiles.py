@@ -113,7 +113,7 @@ def parse_tile_path(path: str) -> Tile:
         raise FormatError("tile path", f"tile number {number!r} has a leading zero group")
     n = int(number.replace("x", "").replace("/", ""))
     width = TILE_WIDTH if width_text is None else int(width_text)
-    if width >= TILE_WIDTH:
+    if width_text is not None and width >= TILE_WIDTH:
         raise FormatError("tile path", f"partial width {width} is not in 1..255")
     if n << (TILE_HEIGHT * (max(level, 0) + 1)) >= _INDEX_LIMIT:
         raise FormatError("tile path", f"tile number {n} is beyond any 64-bit log")
@@ -319,7 +319,9 @@ class TileHashReader:
     needed to authenticate them, checks them all against the root, and only then answers. So
     ``tlog.prove_record(t, n, reader)`` for any t <= size yields proofs from a tile server.
 
-    ``cache`` keeps authenticated tiles across calls (pass a shared dict to reuse them).
+    ``cache`` keeps authenticated tiles across calls. A tile's data is the same in every tree
+    that contains it, so readers for several checkpoints of one log may share a cache, but only
+    once those checkpoints are known to be consistent.
     """
 
     def __init__(

@@ -164,6 +164,8 @@ def tree_hash_indexes(n: int) -> list[int]:
 
 def tree_hash_from_hashes(n: int, hashes: Sequence[bytes]) -> bytes:
     """The root of the first n records, from the stored hashes of :func:`tree_hash_indexes`."""
+    _check_size(n)
+    _check_count(n.bit_count(), hashes)
     if n == 0:
         return EMPTY_TREE_HASH
     return _fold_subtrees(hashes)
@@ -206,15 +208,19 @@ def _sibling_ranges_indexes(ranges: Sequence[tuple[int, int]]) -> list[int]:
 def _sibling_ranges_hashes(
     ranges: Sequence[tuple[int, int]], hashes: Sequence[bytes]
 ) -> list[bytes]:
+    counts = [sum(1 for _ in _subtrees(lo, hi)) for lo, hi in ranges]
+    _check_count(sum(counts), hashes)
     proof = []
     at = 0
-    for lo, hi in ranges:
-        count = sum(1 for _ in _subtrees(lo, hi))
+    for count in counts:
         proof.append(_fold_subtrees(hashes[at : at + count]))
         at += count
-    if at != len(hashes):
-        raise UsageError(f"expected {at} stored hashes, got {len(hashes)}")
     return proof
+
+
+def _check_count(expected: int, hashes: Sequence[bytes]) -> None:
+    if len(hashes) != expected:
+        raise UsageError(f"expected {expected} stored hashes, got {len(hashes)}")
 
 
 def record_proof_indexes(t: int, n: int) -> list[int]:

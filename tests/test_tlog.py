@@ -265,6 +265,10 @@ def test_index_helpers_match_readers() -> None:
             assert tlog.tree_proof_from_hashes(t, n + 1, needed) == proof
     with pytest.raises(UsageError):
         tlog.record_proof_from_hashes(5, 1, [b"\x00" * 32] * 9)
+    with pytest.raises(UsageError):
+        tlog.record_proof_from_hashes(5, 1, [])
+    with pytest.raises(UsageError):
+        tlog.tree_hash_from_hashes(5, [b"\x00" * 32])
 
 
 # ----- property tests --------------------------------------------------------------------------
