@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logserver import tiles, tlog
@@ -165,6 +165,7 @@ def test_tiles_of_the_c2sp_examples() -> None:
 
 
 @given(st.integers(0, 200_000), st.integers(0, 200_000))
+@settings(deadline=None)  # the first example builds the shared store
 def test_new_tiles_are_the_difference(a: int, b: int) -> None:
     old, new = min(a, b), max(a, b)
     expected = set(tiles.tiles_for_size(new)) - set(tiles.tiles_for_size(old))
@@ -278,6 +279,7 @@ class TileServer:
 
 
 @given(st.integers(1, SIZE), st.data())
+@settings(deadline=None)  # the first example builds the shared store
 def test_proofs_from_tiles_equal_proofs_from_storage(size: int, data: st.DataObject) -> None:
     store = big_store()
     server = TileServer()

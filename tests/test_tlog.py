@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logserver import tlog
@@ -295,6 +295,7 @@ def tree_and_index(draw: st.DrawFn) -> tuple[int, int]:
 
 
 @given(tree_and_index(), st.integers(0, 2**16), st.sampled_from(["proof", "leaf", "root"]))
+@settings(deadline=None)  # the first example builds the shared store
 def test_inclusion_proof_bit_flip_fails(case: tuple[int, int], bit: int, where: str) -> None:
     t, n = case
     store, roots = property_store()
@@ -313,6 +314,7 @@ def test_inclusion_proof_bit_flip_fails(case: tuple[int, int], bit: int, where: 
 
 
 @given(tree_and_index(), st.integers(0, PROPERTY_SIZE + 5), st.integers(0, PROPERTY_SIZE))
+@settings(deadline=None)  # the first example builds the shared store
 def test_inclusion_proof_wrong_index_or_size_fails(
     case: tuple[int, int], other_index: int, other_size: int
 ) -> None:
@@ -329,6 +331,7 @@ def test_inclusion_proof_wrong_index_or_size_fails(
 
 
 @given(tree_and_index(), st.integers(0, 2**16), st.sampled_from(["proof", "old", "new"]))
+@settings(deadline=None)  # the first example builds the shared store
 def test_consistency_proof_bit_flip_fails(case: tuple[int, int], bit: int, where: str) -> None:
     t, n = case[0], case[1] + 1
     store, roots = property_store()
@@ -347,6 +350,7 @@ def test_consistency_proof_bit_flip_fails(case: tuple[int, int], bit: int, where
 
 
 @given(tree_and_index(), st.integers(0, PROPERTY_SIZE), st.integers(0, PROPERTY_SIZE))
+@settings(deadline=None)  # the first example builds the shared store
 def test_consistency_proof_wrong_sizes_fail(
     case: tuple[int, int], other_old: int, other_new: int
 ) -> None:
