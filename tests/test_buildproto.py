@@ -461,7 +461,10 @@ def test_diff_reports() -> None:
     rejected_unchanged(driver, "diff-report-unknown-group", make_leaf(unknown, LOG_KEY, 1000))
     driver.append(make_leaf(report, LOG_KEY, 1001))
     driver.append(make_leaf(report, BUILDER_KEYS[3], 1002))
-    assert driver.state.jobs[job].diff_reports == [report, report]
+    assert driver.state.jobs[job].diff_reports == (report, report)
+    copied = driver.state.copy()
+    copied.apply(make_leaf(report, BUILDER_KEYS[0], 1003))
+    assert len(copied.jobs[job].diff_reports) == 3 and len(driver.state.jobs[job].diff_reports) == 2
     reproduced = Driver(make_config(n=1))
     job = reproduced.request()
     reproduced.commit(job, 1, A, 0)
@@ -620,6 +623,10 @@ def test_same_leaves_give_same_state_and_due_entries(s: dict[str, Any], later: i
     )
     now = prefix.last_time + later
     assert twin == prefix and twin.due_entries(now) == prefix.due_entries(now)
+    # Validating the rest on top of the prefix gives the full state and leaves the prefix alone.
+    rest = driver.leaves[len(driver.leaves) // 2 :]
+    assert validate_leaves(prefix, rest, 0, 2**52) == driver.state
+    assert prefix == twin
 
 
 def _tamperings(verdict: Verdict) -> list[Verdict]:
