@@ -1,0 +1,131 @@
+"""The block tree: blocks linked by parent QCs back to genesis, certificates, and commits.
+
+A block enters the tree only when its parent is already there, so every block in the tree has
+a height (genesis = 0). Verified blocks whose parent is still missing (from catch-up) wait in
+a bounded buffer and are linked as soon as the parent arrives. Commits follow the 2-chain
+rule of :class:`~witness.consensus.safety.SafetyRules` and only ever extend the committed
+chain; a commit that would not extend it is refused and counted (it means f was exceeded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from witness.consensus.certificates import Rejected
+from witness.consensus.safety import SafetyRules
+from witness.consensus.types import Block, QuorumCert
+
+MAX_UNLINKED_BLOCKS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedBlock:
+    """A block and its height in the committed chain (genesis is height 0)."""
+
+    height: int
+    block: Block
+
+
+class BlockTree:
+    def __init__(self, genesis: Block, genesis_qc: QuorumCert, rules: SafetyRules) -> None:
+        self._rules = rules
+        self._blocks: dict[bytes, Block] = {genesis.id: genesis}
+        self._heights: dict[bytes, int] = {genesis.id: 0}
+        self._certified: set[bytes] = {genesis.id}
+        self._unlinked: dict[bytes, Block] = {}
+        self._children_waiting: dict[bytes, set[bytes]] = {}
+        self.high_qc = genesis_qc
+        self.committed = genesis
+        self.committed_height = 0
+        self.conflicting_commits = 0
+
+    def __contains__(self, block_id: bytes) -> bool:
+        return block_id in self._blocks
+
+    def get(self, block_id: bytes) -> Block | None:
+        return self._blocks.get(block_id)
+
+    def is_unlinked(self, block_id: bytes) -> bool:
+        return block_id in self._unlinked
+
+    def add_qc(self, qc: QuorumCert) -> list[CommittedBlock]:
+        """Record a verified QC; returns the blocks it commits (oldest first)."""
+        if qc.round > self.high_qc.round:
+            self.high_qc = qc
+        if qc.block_id in self._certified:
+            return []
+        self._certified.add(qc.block_id)
+        if qc.block_id in self._blocks:
+            return self._try_commit(qc.block_id)
+        return []
+
+    def insert(self, block: Block) -> list[CommittedBlock]:
+        """Insert a verified block whose parent is in the tree; returns newly committed blocks."""
+        parent = self._blocks[block.parent_id]
+        if parent.round != block.qc.round:
+            raise Rejected("block-parent-round-mismatch")
+        if block.id in self._blocks:
+            return []
+        self._blocks[block.id] = block
+        self._heights[block.id] = self._heights[parent.id] + 1
+        commits = self.add_qc(block.qc)
+        if block.id in self._certified:
+            commits += self._try_commit(block.id)
+        for child_id in sorted(self._children_waiting.pop(block.id, ())):
+            child = self._unlinked.pop(child_id, None)
+            if child is not None:
+                try:
+                    commits += self.insert(child)
+                except Rejected:
+                    continue
+        return commits
+
+    def add_unlinked(self, block: Block) -> bool:
+        """Buffer a certified block whose parent is missing; False when the buffer is full."""
+        if block.id in self._blocks or block.id in self._unlinked:
+            return True
+        if len(self._unlinked) >= MAX_UNLINKED_BLOCKS:
+            return False
+        self._unlinked[block.id] = block
+        self._children_waiting.setdefault(block.parent_id, set()).add(block.id)
+        return True
+
+    def missing_ancestor(self, block_id: bytes) -> bytes | None:
+        """The first ancestor of an unlinked block that is neither in the tree nor buffered."""
+        current = block_id
+        while current in self._unlinked:
+            current = self._unlinked[current].parent_id
+        return None if current in self._blocks else current
+
+    def ancestors(self, block_id: bytes, limit: int) -> list[Block]:
+        """The block and its ancestors, newest first, at most ``limit``, genesis excluded."""
+        chain: list[Block] = []
+        block = self._blocks.get(block_id)
+        while block is not None and block.round > 0 and len(chain) < limit:
+            chain.append(block)
+            block = self._blocks.get(block.parent_id)
+        return chain
+
+    def _try_commit(self, certified_id: bytes) -> list[CommittedBlock]:
+        block = self._blocks[certified_id]
+        parent = self._blocks.get(block.parent_id)
+        if parent is None or parent.round <= self.committed.round:
+            return []
+        if not self._rules.commits_parent(block.round, parent.round):
+            return []
+        return self._commit(parent)
+
+    def _commit(self, block: Block) -> list[CommittedBlock]:
+        chain: list[Block] = []
+        current: Block | None = block
+        while current is not None and current.round > self.committed.round:
+            chain.append(current)
+            current = self._blocks.get(current.parent_id)
+        if current is None or current.id != self.committed.id:
+            self.conflicting_commits += 1
+            return []
+        chain.reverse()
+        first_height = self.committed_height + 1
+        self.committed = block
+        self.committed_height = self._heights[block.id]
+        return [CommittedBlock(first_height + i, b) for i, b in enumerate(chain)]

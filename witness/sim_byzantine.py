@@ -1,0 +1,160 @@
+"""Byzantine behaviours for the simulator: a real replica whose output an adversary rewrites.
+
+The adversary holds the replica's private key, so everything it sends is validly signed by
+that key unless the behaviour is precisely to forge other replicas' signatures. Honest
+replicas must reject or survive all of it; the simulator's checker decides whether they did.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from witness.consensus import crypto
+from witness.consensus.messages import Message, Proposal, Timeout, Vote
+from witness.consensus.replica import Action, Broadcast, Replica, Send
+from witness.consensus.types import Block, NetworkConfig, QuorumCert
+
+INFLATION = 1000
+
+
+class ByzantineNode:
+    """Drives ``replica`` and rewrites its actions according to ``kind``."""
+
+    def __init__(
+        self,
+        kind: str,
+        replica: Replica,
+        signer: crypto.Signer,
+        rng: random.Random,
+        alternative_payload: Callable[[bytes, int], bytes],
+    ) -> None:
+        self.kind = kind
+        self.replica = replica
+        self._signer = signer
+        self._rng = rng
+        self._alternative_payload = alternative_payload
+        self._config: NetworkConfig = replica.config
+        self._me = replica.index
+
+    @property
+    def round(self) -> int:
+        return self.replica.round
+
+    def start(self, now_ms: int) -> list[Action]:
+        return self._rewrite(self.replica.start(now_ms))
+
+    def on_timer(self, now_ms: int) -> list[Action]:
+        return self._rewrite(self.replica.on_timer(now_ms))
+
+    def on_message(self, sender: int, message: Message, now_ms: int) -> list[Action]:
+        out = self._rewrite(self.replica.on_message(sender, message, now_ms))
+        if self.kind == "double-vote" and isinstance(message, Proposal):
+            out.append(self._vote_for(message.block.round, message.block.id))
+        return out
+
+    # -- rewriting ------------------------------------------------------------------------
+
+    def _others(self) -> list[int]:
+        return [i for i in range(self._config.n) if i != self._me]
+
+    def _vote_for(self, round_: int, block_id: bytes) -> Send:
+        message = crypto.vote_message(self._config.network_id, round_, block_id)
+        vote = Vote(round_, block_id, self._me, self._signer.sign(message))
+        return Send(self.replica.leader_of(round_ + 1), vote)
+
+    def _block(self, round_: int, qc: QuorumCert, payload: bytes) -> Block:
+        return Block.create(
+            self._config.network_id, round_, self._me, qc, payload, signer=self._signer
+        )
+
+    def _ghost_qc(self, round_: int) -> QuorumCert:
+        ghost_id = self._rng.randbytes(crypto.HASH_SIZE)
+        message = crypto.vote_message(self._config.network_id, round_, ghost_id)
+        signatures = [(self._me, self._signer.sign(message))]
+        for signer in self._others()[: self._config.quorum - 1]:
+            signatures.append((signer, self._rng.randbytes(crypto.SIGNATURE_SIZE)))
+        return QuorumCert(round_, ghost_id, tuple(sorted(signatures)))
+
+    def _rewrite(self, actions: list[Action]) -> list[Action]:
+        out: list[Action] = []
+        for action in actions:
+            message = action.message if isinstance(action, Send | Broadcast) else None
+            if isinstance(message, Proposal):
+                out += self._rewrite_proposal(action, message)
+            elif isinstance(message, Vote):
+                out += self._rewrite_vote(action, message)
+            elif isinstance(message, Timeout):
+                out += self._rewrite_timeout(action, message)
+            else:
+                out.append(action)
+        return out
+
+    def _rewrite_proposal(self, action: Action, proposal: Proposal) -> list[Action]:
+        block = proposal.block
+        parent = self.replica.tree.get(block.parent_id)
+        if self.kind == "equivocate" and parent is not None:
+            payload = self._alternative_payload(parent.payload, block.round)
+            twin = Proposal(self._block(block.round, block.qc, payload), proposal.last_round_tc)
+            out: list[Action] = []
+            for peer in self._others():
+                pair = [proposal, twin]
+                self._rng.shuffle(pair)
+                out += [Send(peer, pair[0]), Send(peer, pair[1])]
+            return out
+        if self.kind == "stale-qc":
+            stale = self._block(block.round, self._config.genesis_qc, block.payload)
+            return [action, Broadcast(Proposal(stale, None))]
+        if self.kind == "ghost-qc":
+            ghost = self._block(block.round, self._ghost_qc(block.round - 1), block.payload)
+            return [Broadcast(Proposal(ghost, None)), action]
+        if self.kind == "inflated-round":
+            inflated = self._block(block.round + INFLATION, block.qc, block.payload)
+            return [Broadcast(Proposal(inflated, proposal.last_round_tc)), action]
+        if self.kind == "forged":
+            forged = Block(block.round, block.author, block.qc, block.payload, bytes(64), block.id)
+            return [Broadcast(Proposal(forged, None)), action]
+        return [action]
+
+    def _rewrite_vote(self, action: Action, vote: Vote) -> list[Action]:
+        if self.kind == "withhold":
+            return []
+        if self.kind == "forged":
+            out: list[Action] = [action]
+            for other in self._others():
+                fake = Vote(
+                    vote.round, vote.block_id, other, self._rng.randbytes(crypto.SIGNATURE_SIZE)
+                )
+                out.append(Broadcast(fake))
+            return out
+        if self.kind == "double-vote":
+            return [action, self._vote_for(vote.round, self._rng.randbytes(crypto.HASH_SIZE))]
+        return [action]
+
+    def _rewrite_timeout(self, action: Action, timeout: Timeout) -> list[Action]:
+        if self.kind == "inflated-round":
+            round_ = timeout.round + INFLATION
+            message = crypto.timeout_message(self._config.network_id, round_, timeout.high_qc.round)
+            inflated = Timeout(round_, self._me, timeout.high_qc, None, self._signer.sign(message))
+            return [action, Broadcast(inflated)]
+        if self.kind == "ghost-qc":
+            ghost = self._ghost_qc(timeout.round - 1)
+            message = crypto.timeout_message(self._config.network_id, timeout.round, ghost.round)
+            fake = Timeout(timeout.round, self._me, ghost, None, self._signer.sign(message))
+            return [Broadcast(fake), action]
+        if self.kind == "stale-qc":
+            qc = self._config.genesis_qc
+            message = crypto.timeout_message(self._config.network_id, timeout.round, qc.round)
+            stale = Timeout(timeout.round, self._me, qc, None, self._signer.sign(message))
+            return [Broadcast(stale)]
+        if self.kind == "forged":
+            other = self._rng.choice(self._others())
+            fake = Timeout(
+                timeout.round,
+                other,
+                timeout.high_qc,
+                None,
+                self._rng.randbytes(crypto.SIGNATURE_SIZE),
+            )
+            return [action, Broadcast(fake)]
+        return [action]
