@@ -373,3 +373,22 @@ def test_corrupted_leaves_fail_cleanly(data: st.DataObject) -> None:
     except (FormatError, VerificationError):
         return
     assert leaf.entry == good.entry
+
+
+def test_request_job_matches_the_builders_recipe_digest() -> None:
+    # builder/recipe.py hashes recipes with its own RFC 8785 encoder: the job ids must agree.
+    from builder.recipe import Recipe, Toolchain
+
+    toolchain = Toolchain("1.79.0", "129f3b9964af4d4a709d1383930ade12dfe7c081", "ab" * 32)
+    built = Recipe(
+        name="itoa",
+        version="1.0.11",
+        crate_sha256="cd" * 32,
+        cargo_lock='# lock\n\u00e9\t"x"\u2028\x7f\n',
+        toolchain=toolchain,
+        rootfs_sha256="ef" * 32,
+    )
+    request = Request(built.to_value())
+    assert request.job == built.job_id
+    assert canonical_json.encode(built.to_value()) == built.to_json()
+    assert request.display_name == "itoa 1.0.11"
