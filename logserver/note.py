@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ MAX_KEY_TEXT_CHARS = 1024
 MAX_SIGNATURE_BYTES = 4 + 4096
 SIGNATURE_PREFIX = "— "
 PRIVATE_KEY_PREFIX = "PRIVATE+KEY+"
+_CONTROL_CHARACTER = re.compile("[\x00-\x09\x0b-\x1f]")
 
 
 class InvalidSignatureError(VerificationError):
@@ -383,9 +385,9 @@ class Note:
 
 
 def _check_text(text: str, what: str) -> None:
-    for char in text:
-        if char < " " and char != "\n":
-            raise FormatError(what, f"control character U+{ord(char):04X}")
+    bad = _CONTROL_CHARACTER.search(text)
+    if bad:
+        raise FormatError(what, f"control character U+{ord(bad.group()):04X}")
 
 
 def _decode(data: bytes, what: str) -> str:
