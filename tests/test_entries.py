@@ -392,3 +392,21 @@ def test_request_job_matches_the_builders_recipe_digest() -> None:
     assert request.job == built.job_id
     assert canonical_json.encode(built.to_value()) == built.to_json()
     assert request.display_name == "itoa 1.0.11"
+
+
+def test_spec_example_leaf() -> None:
+    # The known-answer leaf of spec/protocol.md, section 5.
+    key = Signer("builder-1", b"\x01" * 32)
+    assert key.vkey == "builder-1+8832d9eb+AYqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c"
+    job = "00" * 32
+    commitment = compute_commitment(job, key.name, "11" * 32, "22" * 32)
+    leaf = make_leaf(Commit(job, key.name, commitment), key, 1700000000000)
+    expected = (
+        '{"entry":{"builder":"builder-1","commitment":"7361c671fe89dffc780aa120d18959cedb23ff11'
+        'b21f103c887b41e97992a725","job":"00000000000000000000000000000000000000000000000000000'
+        '00000000000","signature":"qBhxCfH046BVdTngfzWZ/zpaOvGabxrLHEtWyHoDgSCyd5X2i5YP6hoe8Wia'
+        'igFypt2xcI91sKBnO7zZrtuhDg==","signer":{"key_id":"8832d9eb","name":"builder-1"},'
+        '"type":"commit"},"time":1700000000000}'
+    )
+    assert leaf.to_bytes() == expected.encode()
+    verify_entry(Leaf.parse(expected.encode()).entry, key.verifier())
