@@ -68,7 +68,7 @@ class Sequencer:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
         self._listeners: list[Callable[[Integrated], None]] = []
-        self._failed: BaseException | None = None
+        self._failed: Exception | None = None
         self._held: _Submission | None = None  # taken from the queue, waits for the next batch
 
     def add_listener(self, listener: Callable[[Integrated], None]) -> None:
@@ -154,20 +154,22 @@ class Sequencer:
                 break
             assert isinstance(first, _Submission)
             batch, stop = self._gather(first)
-            self._integrate(batch)
+            if not self._integrate(batch):
+                return
 
-    def _integrate(self, batch: Sequence[_Submission]) -> None:
+    def _integrate(self, batch: Sequence[_Submission]) -> bool:
+        """Integrate one batch; False when it failed and the sequencer must stop."""
         started = time.monotonic()
         entries = [data for sub in batch for data in sub.entries]
         try:
             first, note = self._store.append_batch(entries, self._sign)
-        except BaseException as e:  # every submitter must hear of the failure
+        except Exception as e:
             log.exception("integration failed; the sequencer stops")
             self._failed = e
             for sub in batch:
                 sub.future.set_exception(OperationalError(f"the log could not store it: {e}"))
             self._fail_queued(e)
-            raise
+            return False
         index = first
         for sub in batch:
             sub.future.set_result(index)
@@ -178,8 +180,9 @@ class Sequencer:
                 listener(done)
             except Exception:  # a broken listener must not stop the log
                 log.exception("integration listener failed")
+        return True
 
-    def _fail_queued(self, cause: BaseException) -> None:
+    def _fail_queued(self, cause: Exception) -> None:
         while True:
             try:
                 item = self._queue.get_nowait()

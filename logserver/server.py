@@ -297,7 +297,7 @@ def create_app(service: LogService) -> FastAPI:
 
     @app.get("/entry/{index}")
     async def entry(index: str) -> Response:
-        if not index.isdigit() or len(index) > 20:
+        if not index.isdigit() or len(index) > 20 or (len(index) > 1 and index[0] == "0"):
             raise _Problem(400, "the entry index must be a decimal integer")
         i = int(index)
         if i >= service.published_size():

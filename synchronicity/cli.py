@@ -115,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationalError as e:
         _say(str(e))
         return EXIT_OPERATIONAL
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        _say(f"{e.strerror}: {e.filename}")  # a path argument that names nothing usable
+        return EXIT_USAGE
     except OSError as e:
         _say(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
         return EXIT_OPERATIONAL

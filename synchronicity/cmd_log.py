@@ -11,7 +11,14 @@ import uvicorn
 
 from logserver import logs
 from logserver.errors import OperationalError, UsageError
-from logserver.server import LogConfig, LogService, accept_any, accept_signed_notes, create_app
+from logserver.server import (
+    EntryCheck,
+    LogConfig,
+    LogService,
+    accept_any,
+    accept_signed_notes,
+    create_app,
+)
 from synchronicity.keys import read_signer, read_verifier
 
 log = logging.getLogger("synchronicity.log")
@@ -52,6 +59,7 @@ def run_app(app: object, sock: socket.socket) -> None:
 def serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_level)
     signer = read_signer(args.key)
+    check: EntryCheck
     if args.open:
         check = accept_any
     elif args.accept:

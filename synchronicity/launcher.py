@@ -29,6 +29,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.stderr_lines: list[str] = []
+        self._pump: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.stderr_lines = []
@@ -53,7 +54,10 @@ class ServerProcess:
                         continue
                     found.set()
 
-        threading.Thread(target=pump, daemon=True).start()
+            self.proc.stderr.close()
+
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
         deadline = time.monotonic() + timeout
         while not found.wait(0.05):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -81,6 +85,7 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+        self._join_pump()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -89,6 +94,12 @@ class ServerProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._join_pump()
+
+    def _join_pump(self) -> None:
+        if self._pump is not None:
+            self._pump.join(5)
+            self._pump = None
 
 
 def keygen(tmp: Path, name: str, *, cosignature: bool = False) -> tuple[Path, str]:
