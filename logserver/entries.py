@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -86,6 +87,14 @@ def _check_names(values: object, what: str, name: str) -> tuple[str, ...]:
     names = tuple(check_name(v, what, name) for v in values)
     _check(list(names) == sorted(set(names)), what, f"{name} is not sorted and unique")
     return names
+
+
+def _freeze(entry: object, *names: str) -> None:
+    """Store list members of a frozen dataclass as tuples, so equality follows content."""
+    for name in names:
+        value = getattr(entry, name)
+        if isinstance(value, list):
+            object.__setattr__(entry, name, tuple(value))
 
 
 def _check_reason(value: object, what: str) -> str:
@@ -176,7 +185,10 @@ class Request:
     def __post_init__(self) -> None:
         what = "request entry"
         _check(isinstance(self.recipe, dict), what, "recipe is not an object")
-        computed = job_id(self.recipe)
+        encoded = canonical_json.encode(self.recipe)
+        computed = hashlib.sha256(encoded).hexdigest()
+        # A private copy in plain JSON types: later changes to the caller's dict cannot alter it.
+        object.__setattr__(self, "recipe", json.loads(encoded))
         if self.job == "":
             object.__setattr__(self, "job", computed)
         _check(self.job == computed, what, "job is not the SHA-256 of the canonical recipe")
@@ -258,6 +270,7 @@ class Close:
         check_digest(self.job, what, "job")
         _one_of(self.reason, CLOSE_REASONS, what, "reason")
         _check_names(self.committed, what, "committed")
+        _freeze(self, "committed")
 
 
 @dataclass(frozen=True)
@@ -271,6 +284,7 @@ class Group:
         check_digest(self.output_digest, "verdict group", "output_digest")
         _check(len(self.builders) > 0, "verdict group", "a group has no builders")
         _check_names(self.builders, "verdict group", "builders")
+        _freeze(self, "builders")
 
 
 @dataclass(frozen=True)
@@ -320,6 +334,17 @@ class Verdict:
 
     def __post_init__(self) -> None:
         what = "verdict entry"
+        _freeze(self, "agreeing", "groups", "failures", "missing", "evidence")
+        for members, kind in [
+            (self.groups, Group),
+            (self.failures, Failure),
+            (self.evidence, Evidence),
+        ]:
+            _check(
+                isinstance(members, tuple) and all(isinstance(m, kind) for m in members),
+                what,
+                f"{kind.__name__.lower()} list expected",
+            )
         check_digest(self.job, what, "job")
         _one_of(self.reason, VERDICT_REASONS, what, "reason")
         _one_of(self.outcome, OUTCOMES, what, "outcome")
@@ -369,6 +394,7 @@ class DiffReport:
         what = "diff-report entry"
         check_digest(self.job, what, "job")
         check_digest(self.report_sha256, what, "report_sha256")
+        _freeze(self, "groups")
         _check(isinstance(self.groups, tuple), what, "groups is not a list")
         for digest in self.groups:
             check_digest(digest, what, "group digest")

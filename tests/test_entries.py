@@ -410,3 +410,17 @@ def test_spec_example_leaf() -> None:
     )
     assert leaf.to_bytes() == expected.encode()
     verify_entry(Leaf.parse(expected.encode()).entry, key.verifier())
+
+
+def test_entries_hold_immutable_copies() -> None:
+    mutable = recipe()
+    request = Request(mutable)
+    mutable["version"] = "9.9.9"
+    assert request.job == JOB and request.recipe["version"] == "1.0.11"
+    assert Request({"list": ("a", 1)}) == Request({"list": ["a", 1]})
+    assert Close(JOB, "deadline", ["a", "b"]) == Close(JOB, "deadline", ("a", "b"))  # type: ignore[arg-type]
+    assert DiffReport(JOB, D1, sorted([D1, D2])) == DiffReport(JOB, D1, tuple(sorted([D1, D2])))  # type: ignore[arg-type]
+    listed = Verdict(JOB, "deadline", "failed", 1, None, [], [], [], ["x"], [])  # type: ignore[arg-type]
+    assert listed == Verdict(JOB, "deadline", "failed", 1, None, (), (), (), ("x",), ())
+    with pytest.raises(FormatError, match="group list"):
+        Verdict(JOB, "deadline", "not-reproduced", 1, None, (), ({"output_digest": D1},))  # type: ignore[arg-type]
