@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--once", action="store_true", help="check once and exit")
     m.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
     m.set_defaults(func=_lazy("synchronicity.cmd_monitor", "monitor"))
+
+    d = sub.add_parser("demo", help="run a log locally, append, prove and verify")
+    d.add_argument("--dir", help="working directory (default: a new temporary one)")
+    d.add_argument("--entries", type=int, default=100, help="entries to append")
+    d.set_defaults(func=_lazy("synchronicity.cmd_demo", "demo"))
     return p
 
 
