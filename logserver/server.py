@@ -11,8 +11,7 @@ import asyncio
 import base64
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,28 +193,6 @@ def create_app(service: LogService) -> FastAPI:
     @app.exception_handler(UsageError)
     async def _usage(_: Request, exc: UsageError) -> Response:
         return problem(404, str(exc))
-
-    @app.middleware("http")
-    async def _log_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        if response.status_code >= 500:
-            log.error(
-                "request failed",
-                extra={"path": request.url.path, "status": response.status_code},
-            )
-        elif log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "request",
-                extra={
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
-        return response
 
     @app.post("/add-entry")
     async def add_entry(request: Request) -> Response:

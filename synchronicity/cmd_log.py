@@ -60,6 +60,7 @@ def run_app(app: object, sock: socket.socket) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_level)
+    log.setLevel(logging.INFO)  # the "serving" line tells launchers the port, at any level
     signer = read_signer(args.key)
     check: EntryCheck
     if args.open:
