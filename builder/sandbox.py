@@ -313,17 +313,20 @@ def run_in_sandbox(
                 str(container.id), stdout=True, stderr=True, stream=True, logs=True, demux=True
             )
             streamer = _Streamer(stream, limits, spool)
-            container.start()
-            streamer.start()
-            finished = streamer.finished.wait(timeout=limits.wall_seconds)
             exit_code: int | None = None
             reason: str | None = None
-            if not finished or streamer.overflow is not None:
-                reason = streamer.overflow or REASON_TIMEOUT
-                _kill(container)
-                streamer.finished.wait(timeout=30)
-            else:
-                exit_code = _wait_exit(container)
+            try:
+                container.start()
+                streamer.start()
+                finished = streamer.finished.wait(timeout=limits.wall_seconds)
+                if not finished or streamer.overflow is not None:
+                    reason = streamer.overflow or REASON_TIMEOUT
+                    _kill(container)
+                    streamer.finished.wait(timeout=30)
+                else:
+                    exit_code = _wait_exit(container)
+            finally:
+                _close_stream(stream)
         if streamer.error is not None and reason is None:
             raise OperationalError(f"lost the build container's output: {streamer.error}")
         seconds = time.monotonic() - started
@@ -379,6 +382,14 @@ def _describe(reason: str, exit_code: int | None, limits: SandboxLimits, log: by
         REASON_EXIT: f"build exited with status {exit_code}",
     }[reason]
     return f"{headline}\n--- end of build log ---\n{tail}"
+
+
+def _close_stream(stream: Any) -> None:
+    """Close an attach stream and its HTTP response (docker-py leaves the socket open)."""
+    stream.close()
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        response.close()
 
 
 def _wait_exit(container: Container) -> int:
