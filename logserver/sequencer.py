@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
 
 from logserver.checkpoint import Checkpoint
 from logserver.errors import OperationalError
 from logserver.storage import LogStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class QueueFull(OperationalError):
@@ -46,6 +48,18 @@ class Integrated:
 class _Submission:
     entries: Sequence[bytes]
     future: Future[int]
+
+
+@dataclass(frozen=True)
+class _Call:
+    fn: Callable[[], object]
+    future: Future[object]
+
+    def run(self) -> None:
+        try:
+            self.future.set_result(self.fn())
+        except Exception as e:  # noqa: BLE001 - handed to the caller through the future
+            self.future.set_exception(e)
 
 
 _STOP = object()
@@ -69,7 +83,7 @@ class Sequencer:
         self._thread = threading.Thread(target=self._run, name="sequencer", daemon=True)
         self._listeners: list[Callable[[Integrated], None]] = []
         self._failed: Exception | None = None
-        self._held: _Submission | None = None  # taken from the queue, waits for the next batch
+        self._held: object | None = None  # taken from the queue, waits for the next batch
 
     def add_listener(self, listener: Callable[[Integrated], None]) -> None:
         """Call ``listener`` on the sequencer thread after each durable integration."""
@@ -112,6 +126,17 @@ class Sequencer:
             raise QueueFull("the log's queue is full") from None
         return fut
 
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the writer thread between batches (LMDB writes belong to one thread)."""
+        if self._failed is not None:
+            raise OperationalError(f"the sequencer has stopped: {self._failed}")
+        fut: Future[T] = Future()
+        try:
+            self._queue.put_nowait(_Call(fn, fut))  # type: ignore[arg-type]
+        except queue.Full:
+            raise QueueFull("the log's queue is full") from None
+        return fut
+
     def _gather(self, first: _Submission) -> tuple[list[_Submission], bool]:
         """Submissions for one batch: at most max_batch entries, gathered for max_delay."""
         batch = [first]
@@ -134,9 +159,8 @@ class Sequencer:
                         break
             if item is _STOP:
                 return batch, True
-            assert isinstance(item, _Submission)
-            if count + len(item.entries) > self._max_batch:
-                self._held = item  # it opens the next batch
+            if not isinstance(item, _Submission) or count + len(item.entries) > self._max_batch:
+                self._held = item  # it goes after this batch
                 break
             batch.append(item)
             count += len(item.entries)
@@ -152,6 +176,9 @@ class Sequencer:
                 first = self._queue.get()
             if first is _STOP:
                 break
+            if isinstance(first, _Call):
+                first.run()
+                continue
             assert isinstance(first, _Submission)
             batch, stop = self._gather(first)
             if not self._integrate(batch):
@@ -188,5 +215,5 @@ class Sequencer:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Submission):
+            if isinstance(item, _Submission | _Call):
                 item.future.set_exception(OperationalError(f"the sequencer has stopped: {cause}"))

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ from starlette.responses import Response
 
 from logserver import note, proof, tiles
 from logserver.checkpoint import Checkpoint
+from logserver.cosignature import CosignatureVerifier
 from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
+from logserver.network import NetworkConfig
 from logserver.problems import problem
 from logserver.sequencer import Integrated, QueueFull, Sequencer
 from logserver.storage import LogStore
@@ -64,6 +67,7 @@ class LogConfig:
     max_batch: int = 256
     max_delay: float = 0.002
     max_queue: int = 8192
+    network: NetworkConfig | None = None  # with witnesses: publish only cosigned checkpoints
     extra_routes: list[Callable[[FastAPI, LogService], None]] = field(default_factory=list)
 
 
@@ -86,6 +90,12 @@ class Metrics:
         )
         self.tree_size = Gauge("log_tree_size", "Entries in the log", registry=r)
         self.queue_depth = Gauge("log_queue_depth", "Submissions waiting", registry=r)
+        self.published_size = Gauge(
+            "log_published_size", "Size of the checkpoint clients are served", registry=r
+        )
+        self.cosignatures = Counter(
+            "log_cosignatures_received", "Witness cosignatures accepted", registry=r
+        )
 
     def on_integrated(self, done: Integrated) -> None:
         self.appended.inc(done.count)
@@ -111,6 +121,15 @@ class LogService:
             max_queue=config.max_queue,
         )
         self.sequencer.add_listener(self.metrics.on_integrated)
+        self.network = config.network
+        self.witness_verifiers: dict[str, CosignatureVerifier] = {}
+        self.last_cosigned: dict[str, tuple[int, float]] = {}  # name -> (size, unix time)
+        if self.network is not None:
+            if self.network.log.vkey != config.signer.vkey:
+                raise UsageError("the log's key is not the one the network config names")
+            self.witness_verifiers = {
+                w.name: CosignatureVerifier.from_vkey(w.vkey) for w in self.network.witnesses
+            }
 
     def _sign_checkpoint(self, cp: Checkpoint) -> bytes:
         return note.sign_note(cp.to_bytes(), self.config.signer)
@@ -123,12 +142,43 @@ class LogService:
         self.store.close()
 
     def published_checkpoint(self) -> bytes | None:
-        """The checkpoint clients should see: the log's latest signed one."""
-        return self.store.latest_checkpoint()
+        """The checkpoint clients should see: without witnesses the latest one the log signed;
+        with witnesses the newest with a quorum of cosignatures, carrying all it has."""
+        if self.network is None:
+            return self.store.latest_checkpoint()
+        size = self.store.published_size()
+        signed = self.store.checkpoint_at(size) if size else None
+        if signed is None:
+            return None
+        lines = self.store.cosignatures_at(size)
+        return signed + b"".join(lines[name] for name in sorted(lines))
 
     def published_size(self) -> int:
-        cp = self.published_checkpoint()
-        return 0 if cp is None else Checkpoint.parse(note.split_note(cp)[0]).size
+        if self.network is not None:
+            return self.store.published_size()
+        return self.store.size()
+
+    def add_cosignatures(self, cosigned: bytes) -> int:
+        """Take witnesses' cosignatures on a checkpoint this log signed; return the published
+        size. The body is the checkpoint text with one or more cosignature lines."""
+        assert self.network is not None
+        text, _ = note.split_note(cosigned)
+        size = Checkpoint.parse(text).size
+        ours = self.store.checkpoint_at(size)
+        if ours is None or note.split_note(ours)[0] != text:
+            raise _Problem(409, f"the log signed no such checkpoint of size {size}")
+        opened = note.open_note(cosigned, self.witness_verifiers.values())
+        lines = {sig.name: sig.to_line() for sig in opened.sigs}
+        quorum = self.network.quorum
+        published: int = self.sequencer.call(
+            lambda: self.store.add_cosignatures(size, lines, quorum)
+        ).result(30)
+        now = time.time()
+        for name in lines:
+            if self.last_cosigned.get(name, (-1, 0.0))[0] <= size:
+                self.last_cosigned[name] = (size, now)
+        self.metrics.published_size.set(published)
+        return published
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -230,10 +280,10 @@ def create_app(service: LogService) -> FastAPI:
     @app.get("/tile/{path:path}")
     async def tile(path: str) -> Response:
         t = tiles.parse_tile_path("tile/" + path)
-        size = service.published_size()
+        size = service.store.size()  # tiles are immutable: serve them before witnessing too
         present = tiles.tile_in_tree(t, size)
         if present is None or present.width < t.width:
-            raise _Problem(404, f"tile {path} is beyond the published tree of size {size}")
+            raise _Problem(404, f"tile {path} is beyond the tree of size {size}")
         if t.is_entries:
             start = t.n * tiles.TILE_WIDTH
             data = tiles.encode_entry_bundle(service.store.entries(start, start + t.width))
@@ -243,6 +293,37 @@ def create_app(service: LogService) -> FastAPI:
         return Response(
             data, media_type="application/octet-stream", headers={"Cache-Control": cache}
         )
+
+    @app.get("/latest-checkpoint")
+    async def latest_checkpoint() -> Response:
+        cp = service.store.latest_checkpoint()
+        if cp is None:
+            raise _Problem(404, "the log is empty: no checkpoint has been signed yet")
+        return Response(
+            cp, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
+
+    @app.post("/cosignature")
+    async def cosignature_(request: Request) -> Response:
+        if service.network is None:
+            raise _Problem(404, "this log has no witnesses (start it with --network)")
+        body = await read_body(request, MAX_ENTRY_SIZE)
+        try:
+            published = await asyncio.to_thread(service.add_cosignatures, body)
+        except VerificationError as e:
+            raise _Problem(403, str(e)) from e
+        metrics.cosignatures.inc()
+        return _json({"published_size": published})
+
+    @app.get("/witnesses")
+    async def witnesses() -> Response:
+        if service.network is None:
+            return _json({"quorum": 0, "witnesses": []})
+        rows = []
+        for w in service.network.witnesses:
+            size, at = service.last_cosigned.get(w.name, (0, 0.0))
+            rows.append({"name": w.name, "url": w.url, "last_size": size, "last_time": at})
+        return _json({"quorum": service.network.quorum, "witnesses": rows})
 
     @app.get("/proof/inclusion")
     async def inclusion(request: Request) -> Response:
@@ -277,8 +358,8 @@ def create_app(service: LogService) -> FastAPI:
         if not index.isdigit() or len(index) > 20 or (len(index) > 1 and index[0] == "0"):
             raise _Problem(400, "the entry index must be a decimal integer")
         i = int(index)
-        if i >= service.published_size():
-            raise _Problem(404, f"entry {i} is not covered by the published checkpoint")
+        if i >= service.store.size():
+            raise _Problem(404, f"entry {i} is not in the log")
         return Response(service.store.entry(i), media_type="application/octet-stream")
 
     @app.get("/healthz")

@@ -71,6 +71,8 @@ class LogStore:
         self._hashes = self._env.open_db(b"hashes")
         self._checkpoints = self._env.open_db(b"checkpoints")
         self._meta = self._env.open_db(b"meta")
+        # (size, witness name) -> cosignature line, for checkpoints witnesses co-signed.
+        self._cosignatures = self._env.open_db(b"cosignatures")
         self._write_lock = threading.Lock()
         self.origin = origin
         with self._env.begin(write=True) as txn:
@@ -198,7 +200,50 @@ class LogStore:
         with self._read() as txn:
             return tiles.read_tile_data(tile, _TxnHashReader(txn, self._hashes))
 
+    def published_size(self) -> int:
+        """The size of the newest checkpoint that gathered a quorum of cosignatures (0: none)."""
+        with self._read() as txn:
+            raw = txn.get(b"published", db=self._meta)
+            return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def cosignatures_at(self, size: int) -> dict[str, bytes]:
+        """The cosignature lines stored for the checkpoint of ``size``, by witness name."""
+        prefix = _key(size)
+        out: dict[str, bytes] = {}
+        with self._read() as txn:
+            cur = txn.cursor(db=self._cosignatures)
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if key[:_U64] != prefix:
+                        break
+                    out[bytes(key[_U64:]).decode()] = bytes(value)
+        return out
+
     # ----- the write path (sequencer thread only) -----------------------------------------
+
+    def add_cosignatures(self, size: int, lines: dict[str, bytes], quorum: int) -> int:
+        """Store cosignature lines for the checkpoint of ``size``; publish it at a quorum.
+
+        Returns the published size afterwards. The published size only ever grows.
+        """
+        with self._write_lock, self._env.begin(write=True) as txn:
+            if txn.get(_key(size), db=self._checkpoints) is None:
+                raise UsageError(f"the log signed no checkpoint of size {size}")
+            for name, line in lines.items():
+                txn.put(_key(size) + name.encode(), line, db=self._cosignatures)
+            count = 0
+            cur = txn.cursor(db=self._cosignatures)
+            if cur.set_range(_key(size)):
+                for key in cur.iternext(values=False):
+                    if key[:_U64] != _key(size):
+                        break
+                    count += 1
+            raw = txn.get(b"published", db=self._meta)
+            published = 0 if raw is None else int.from_bytes(raw, "big")
+            if count >= quorum and size > published:
+                txn.put(b"published", _key(size), db=self._meta)
+                published = size
+            return published
 
     def append_batch(
         self, batch: Sequence[bytes], sign: Callable[[Checkpoint], bytes]

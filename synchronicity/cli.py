@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="VKEY",
         help="accept entries that are signed notes by this key (a vkey or a file; repeatable)",
     )
+    s.add_argument(
+        "--network", help="network config: publish only checkpoints a witness quorum cosigned"
+    )
     s.add_argument("--max-batch", type=int, default=256, help="entries per batch at most")
     s.add_argument("--max-delay-ms", type=float, default=2.0, help="batch gathering time")
     s.add_argument("--log-level", default="info")
@@ -99,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--once", action="store_true", help="check once and exit")
     m.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
     m.set_defaults(func=_lazy("synchronicity.cmd_monitor", "monitor"))
+
+    net = sub.add_parser("network", help="network configuration").add_subparsers(
+        dest="network_command", required=True, metavar="SUBCOMMAND"
+    )
+    ni = net.add_parser("init", help="write a local network config with fresh keys")
+    ni.add_argument("--dir", required=True, help="where to write network.json, keys, policy")
+    ni.add_argument("--witnesses", type=int, default=4, help="n = 3f+1 (default %(default)s)")
+    ni.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
+    ni.add_argument("--log-port", type=int, default=8700, help="the log's port; witnesses follow")
+    ni.add_argument("--origin", default="synchronicity.local/log", help="the log's origin")
+    ni.add_argument("--force", action="store_true", help="replace an existing config")
+    ni.set_defaults(func=_lazy("synchronicity.cmd_network", "init"))
 
     d = sub.add_parser("demo", help="run a log locally, append, prove and verify")
     d.add_argument("--dir", help="working directory (default: a new temporary one)")

@@ -11,6 +11,7 @@ import uvicorn
 
 from logserver import logs
 from logserver.errors import OperationalError, UsageError
+from logserver.network import NetworkConfig
 from logserver.server import (
     EntryCheck,
     LogConfig,
@@ -78,6 +79,7 @@ def serve(args: argparse.Namespace) -> int:
             check,
             max_batch=args.max_batch,
             max_delay=args.max_delay_ms / 1000,
+            network=NetworkConfig.parse(Path(args.network).read_bytes()) if args.network else None,
         )
     )
     service.start()

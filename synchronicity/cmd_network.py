@@ -1,0 +1,80 @@
+"""``synchronicity network init``: a working local network config with fresh keys."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from pathlib import Path
+
+from logserver import cosignature, note
+from logserver.errors import UsageError
+from logserver.network import (
+    BuildRules,
+    ConsensusTimeouts,
+    LogInfo,
+    NetworkConfig,
+    WitnessInfo,
+)
+
+NETWORK_FILE = "network.json"
+POLICY_FILE = "policy"
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+
+
+def init_network(
+    directory: Path,
+    *,
+    witnesses: int = 4,
+    host: str = "127.0.0.1",
+    log_port: int = 8700,
+    origin: str = "synchronicity.local/log",
+    round_ms: int = 1000,
+    builds: BuildRules | None = None,
+) -> NetworkConfig:
+    """Write network.json, the policy and every node's private key under ``directory``."""
+    if (witnesses - 1) % 3 or witnesses < 1:
+        raise UsageError(f"--witnesses must be 3f+1 (1, 4, 7, 10, ...), not {witnesses}")
+    directory.mkdir(parents=True, exist_ok=True)
+    log_private, log_vkey = note.generate_key(origin)
+    _write_private(directory / "log.key", log_private)
+    infos = []
+    for i in range(1, witnesses + 1):
+        name = f"witness-{i}.synchronicity.local"
+        private, vkey = cosignature.generate_cosignature_key(name)
+        _write_private(directory / f"witness-{i}.key", private)
+        infos.append(WitnessInfo(name, vkey, f"http://{host}:{log_port + i}"))
+    config = NetworkConfig(
+        network_id=f"synchronicity-{secrets.token_hex(8)}",
+        log=LogInfo(origin, log_vkey, f"http://{host}:{log_port}"),
+        witnesses=tuple(infos),
+        f=(witnesses - 1) // 3,
+        timeouts=ConsensusTimeouts(round_ms, max(round_ms, 30_000)),
+        builds=builds or BuildRules(),
+    )
+    (directory / NETWORK_FILE).write_bytes(config.to_json())
+    (directory / POLICY_FILE).write_bytes(config.policy().to_bytes())
+    return config
+
+
+def init(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    if (directory / NETWORK_FILE).exists() and not args.force:
+        raise UsageError(f"{directory / NETWORK_FILE} exists; use --force to replace it")
+    config = init_network(
+        directory,
+        witnesses=args.witnesses,
+        host=args.host,
+        log_port=args.log_port,
+        origin=args.origin,
+    )
+    print(f"network {config.network_id}: log {config.log.origin} at {config.log.url}")
+    for i, w in enumerate(config.witnesses, start=1):
+        print(f"  {w.name} at {w.url} (key {directory / f'witness-{i}.key'})")
+    print(f"config {directory / NETWORK_FILE}; client policy {directory / POLICY_FILE}")
+    return 0
