@@ -82,7 +82,7 @@ def test_network_config_rejects_shared_witness_keys(tmp_path: Path) -> None:
     )
 
 
-def _cosign(signed: bytes, signer: cosignature.CosignatureSigner) -> bytes:
+def _cosign(signed: bytes, signer: note.Signer) -> bytes:
     text, _ = note.split_note(signed)
     return note.sign_note(text, signer)
 
