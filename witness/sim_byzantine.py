@@ -103,7 +103,8 @@ class ByzantineNode:
                 out += [Send(peer, pair[0]), Send(peer, pair[1])]
             return out
         if self.kind == "stale-qc":
-            stale = self._block(block.round, self._config.genesis_qc, block.payload)
+            payload = self._alternative_payload(self._config.genesis.payload, block.round)
+            stale = self._block(block.round, self._config.genesis_qc, payload)
             return [action, Broadcast(Proposal(stale, None))]
         if self.kind == "ghost-qc":
             ghost = self._block(block.round, self._ghost_qc(block.round - 1), block.payload)

@@ -122,7 +122,8 @@ class Simulation:
         self._commits: list[dict[int, bytes]] = [{} for _ in range(count)]
         self._by_height: dict[int, dict[bytes, set[int]]] = {}
         self._votes: dict[tuple[int, int], bytes] = {}
-        self._last_restart_ms = 0
+        self._crashes_outstanding = 0
+        self._adversary_delay_ms = 3 * self.options.base_timeout_ms
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -157,13 +158,19 @@ class Simulation:
 
     def _schedule_crashes(self) -> None:
         honest = [i for i in range(self.scenario.instances) if self._honest[i]]
+        # Crashes hit at most f distinct instances: a restarted replica keeps only its safety
+        # state, so every certified block must survive on some replica that never crashed.
+        victims = self.rng.sample(honest, min(len(honest), max(1, self.config.f)))
+        horizon = max(1, len(self.scenario.leaders)) * self.options.base_timeout_ms
+        self._crashes_outstanding = self.scenario.crashes
         for _ in range(self.scenario.crashes):
-            instance = self.rng.choice(honest)
-            at = self.rng.randrange(1, self._heal_cap_ms // 2 + 2)
-            back = at + self.rng.randrange(200, 3 * self.options.base_timeout_ms)
-            self._push(at, _CRASH, instance, None)
-            self._push(back, _RESTART, instance, None)
-            self._last_restart_ms = max(self._last_restart_ms, back)
+            self._push(self.rng.randrange(1, horizon + 1), _CRASH, self.rng.choice(victims), None)
+
+    def _crash_now(self, instance: int) -> None:
+        self._crash_pending[instance] = False
+        self._nodes[instance] = None
+        delay = self.rng.randrange(1, 3 * self.options.base_timeout_ms)
+        self._push(self._now + delay, _RESTART, instance, None)
 
     # -- event loop -----------------------------------------------------------------------
 
@@ -194,11 +201,12 @@ class Simulation:
     def _handle(self, kind: int, instance: int, data: object) -> None:
         node = self._nodes[instance]
         if kind == _CRASH:
-            self._crash_pending[instance] = node is not None
+            if node is None or self._crash_pending[instance]:
+                self._crashes_outstanding -= 1  # already down: this crash is void
+            else:
+                self._crash_pending[instance] = True
         elif kind == _RESTART:
-            if node is not None and not self._crash_pending[instance]:
-                return
-            self._crash_pending[instance] = False
+            self._crashes_outstanding -= 1
             persisted = None if self.scenario.restart_without_state else self._durable[instance]
             self._nodes[instance] = node = self._make_node(instance, persisted)
             self._execute(instance, node.start(self._now))
@@ -220,16 +228,20 @@ class Simulation:
         if self._heal_ms is None and self._now >= self._heal_cap_ms:
             self._heal_ms = self._heal_cap_ms
         if self._heal_ms is not None and self._stable_ms is None:
-            stable = max(self._heal_ms, self._last_restart_ms)
-            if self._now >= stable:
-                self._stable_ms = stable
+            for instance, pending in enumerate(self._crash_pending):
+                if pending:  # never reached a persisting step: crash it now
+                    self._crash_now(instance)
+            if self._crashes_outstanding == 0:
+                self._stable_ms = self._now
                 self._baseline_round = max(
                     (node.round for node in self._nodes if node is not None), default=0
                 )
 
     def _execute(self, instance: int, actions: list[Action]) -> None:
         cut = len(actions)
-        crashing = self._crash_pending[instance]
+        # A pending crash strikes the next step that persists safety state for a vote or a
+        # timeout, at a random point among its actions: a driver may die between any two.
+        crashing = self._crash_pending[instance] and any(isinstance(a, Persist) for a in actions)
         if crashing:
             cut = self.rng.randint(0, len(actions))
         for action in actions[:cut]:
@@ -245,8 +257,7 @@ class Simulation:
                 self._deadline[instance] = action.deadline_ms
                 self._push(action.deadline_ms, _TIMER, instance, action.deadline_ms)
         if crashing:
-            self._crash_pending[instance] = False
-            self._nodes[instance] = None
+            self._crash_now(instance)
 
     def _route(self, instance: int, to_key: int | None, message: Message) -> None:
         scenario = self.scenario
@@ -269,6 +280,8 @@ class Simulation:
             if not healed and 1 <= round_ <= len(scenario.partitions)
             else None
         )
+        # The adversary also controls when its own messages arrive.
+        max_delay = scenario.max_delay_ms if self._honest[instance] else self._adversary_delay_ms
         targets = range(scenario.instances) if to_key is None else self._of_key[to_key]
         for dest in targets:
             if dest == instance:
@@ -277,7 +290,7 @@ class Simulation:
                 continue
             if not healed and self.rng.random() < scenario.drop_rate:
                 continue
-            delay = self.rng.randint(1, scenario.max_delay_ms)
+            delay = self.rng.randint(1, max_delay)
             self._push(self._now + delay, _DELIVER, dest, (sender_key, message))
 
     # -- checking -------------------------------------------------------------------------

@@ -96,6 +96,6 @@ def sample_scenario(
         leaders=leaders,
         partitions=tuple(schedule),
         drop_rate=drop_rate,
-        crashes=rng.randint(1, max(1, n // 3)) if crash else 0,
+        crashes=rng.randint(1, 3) if crash else 0,
         byzantine=byzantine,
     )

@@ -1,0 +1,255 @@
+"""The replica state machine driven by hand: ordering of actions, rejections, catch-up."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+
+from logserver.errors import VerificationError
+from tests.consensus_fixtures import make_config, make_qc, signers, timeout, vote
+from witness.consensus.messages import Proposal, SyncRequest, SyncResponse, Timeout, Vote
+from witness.consensus.replica import (
+    Action,
+    Broadcast,
+    Commit,
+    Persist,
+    Replica,
+    Send,
+    SetTimer,
+)
+from witness.consensus.safety import SafetyState
+
+CONFIG = make_config(4)
+KEYS = signers(4)
+
+
+def extend(parent: bytes, round_: int) -> bytes:
+    return b"%d r%d" % (int(parent.split()[0]) + 1, round_)
+
+
+def valid(parent: bytes, payload: bytes) -> bool:
+    return payload == parent or int(payload.split()[0]) == int(parent.split()[0]) + 1
+
+
+def replica(index: int, persisted: SafetyState | None = None) -> Replica:
+    return Replica(CONFIG, KEYS[index], persisted, valid, 0, propose=extend)
+
+
+def of_type(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, kind)]
+
+
+class Net:
+    """Delivers every message at once, in order; fires timers when nothing is in flight."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self.replicas = replicas
+        self.queue: deque[tuple[int, int, object]] = deque()
+        self.timers = [0] * len(replicas)
+        self.commits: list[list[bytes]] = [[] for _ in replicas]
+        self.persisted: list[SafetyState | None] = [None] * len(replicas)
+        self.now = 0
+
+    def apply(self, index: int, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Persist):
+                self.persisted[index] = action.state
+            elif isinstance(action, Send):
+                self.queue.append((index, action.to, action.message))
+            elif isinstance(action, Broadcast):
+                for to in range(len(self.replicas)):
+                    if to != index:
+                        self.queue.append((index, to, action.message))
+            elif isinstance(action, Commit):
+                self.commits[index] += [c.block.payload for c in action.blocks]
+            elif isinstance(action, SetTimer):
+                self.timers[index] = action.deadline_ms
+
+    def run(self, steps: int, down: frozenset[int] = frozenset()) -> None:
+        for _ in range(steps):
+            if not self.queue:
+                alive = [i for i in range(len(self.replicas)) if i not in down]
+                index = min(alive, key=lambda i: self.timers[i])
+                self.now = max(self.now, self.timers[index])
+                self.apply(index, self.replicas[index].on_timer(self.now))
+                continue
+            sender, to, message = self.queue.popleft()
+            if to not in down:
+                self.apply(to, self.replicas[to].on_message(sender, message, self.now))  # type: ignore[arg-type]
+
+
+def test_start_leader_proposes_and_persists_before_voting() -> None:
+    leader = replica(1)  # round 1 is led by replica 1 (round-robin)
+    actions = leader.start(0)
+    assert isinstance(actions[0], SetTimer)
+    proposal = of_type(actions, Broadcast)[0].message
+    assert isinstance(proposal, Proposal) and proposal.block.round == 1
+    kinds = [type(a) for a in actions]
+    persist_at = kinds.index(Persist)
+    vote_at = next(i for i, a in enumerate(actions) if isinstance(a, Send))
+    assert persist_at < vote_at
+    assert actions[vote_at].to == 2  # type: ignore[union-attr]
+    assert leader.safety.last_voted_round == 1
+
+
+def test_follower_votes_once_and_only_for_valid_payloads() -> None:
+    leader, follower = replica(1), replica(3)
+    follower.start(0)
+    proposal = of_type(leader.start(0), Broadcast)[0].message
+    actions = follower.on_message(1, proposal, 10)
+    assert [type(a) for a in actions] == [Persist, Send]
+    assert isinstance(actions[1], Send) and isinstance(actions[1].message, Vote)
+    assert follower.on_message(1, proposal, 11) == []  # no second vote in round 1
+    assert follower.stats["unsafe-proposal"] == 1
+    bad_follower = replica(2)
+    bad_follower.start(0)
+    block = proposal.block
+    forged = Proposal(
+        type(block).create(CONFIG.network_id, 1, 1, block.qc, b"9 bogus", signer=KEYS[1]), None
+    )
+    assert bad_follower.on_message(1, forged, 10) == []
+    assert bad_follower.stats["invalid-payload"] == 1
+
+
+def test_rejections_are_counted() -> None:
+    r = replica(0)
+    r.start(0)
+    proposal = of_type(replica(1).start(0), Broadcast)[0].message
+    wrong_leader = Proposal(
+        type(proposal.block).create(
+            CONFIG.network_id, 1, 2, CONFIG.genesis_qc, b"1 x", signer=KEYS[2]
+        ),
+        None,
+    )
+    assert r.on_message(2, wrong_leader, 1) == []
+    assert r.stats["proposal-wrong-leader"] == 1
+    forged_vote = Vote(1, proposal.block.id, 3, bytes(64))
+    assert r.on_message(3, forged_vote, 1) == []
+    assert r.stats["vote-bad-signature"] == 1
+    assert r.on_bytes(3, b"\x02garbage", 1) == []
+    assert r.stats["malformed"] == 1
+
+
+def test_votes_form_a_qc_and_the_next_leader_proposes() -> None:
+    next_leader = replica(2)
+    next_leader.start(0)
+    first = of_type(replica(1).start(0), Broadcast)[0].message
+    next_leader.on_message(1, first, 5)
+    out: list[Action] = []
+    for voter in (0, 1, 3):
+        out += next_leader.on_message(voter, vote(CONFIG, voter, 1, first.block.id), 6)
+    proposals = [a.message for a in of_type(out, Broadcast) if isinstance(a.message, Proposal)]
+    assert len(proposals) == 1
+    assert proposals[0].block.round == 2 and proposals[0].block.qc.round == 1
+    assert next_leader.round == 2
+
+
+def test_timeouts_persist_then_broadcast_and_rebroadcast() -> None:
+    r = replica(0)
+    r.start(0)
+    assert r.on_timer(999) == []  # before the deadline: nothing
+    actions = r.on_timer(1000)
+    assert [type(a) for a in actions] == [Persist, Broadcast, SetTimer]
+    sent = actions[1].message  # type: ignore[union-attr]
+    assert isinstance(sent, Timeout) and sent.round == 1 and sent.high_qc.round == 0
+    assert r.safety.highest_timeout_round == 1 and r.safety.last_voted_round == 1
+    again = r.on_timer(actions[2].deadline_ms)  # type: ignore[union-attr]
+    assert [type(a) for a in again] == [Broadcast, SetTimer]
+    assert again[0].message == sent  # type: ignore[union-attr]
+
+
+def test_tc_moves_the_round_and_justifies_the_next_proposal() -> None:
+    leader2 = replica(2)
+    leader2.start(0)
+    out: list[Action] = []
+    for signer in (0, 1, 3):
+        out += leader2.on_message(signer, timeout(CONFIG, signer, 1, CONFIG.genesis_qc), 1000)
+    assert leader2.round == 2
+    proposal = next(a.message for a in of_type(out, Broadcast) if isinstance(a.message, Proposal))
+    assert proposal.last_round_tc is not None and proposal.last_round_tc.round == 1
+    assert proposal.block.qc.round == 0
+    follower = replica(0)  # votes go to replica 3, the leader of round 3
+    follower.start(0)
+    votes = of_type(follower.on_message(2, proposal, 1001), Send)
+    assert votes and isinstance(votes[0].message, Vote)
+
+
+def test_f_plus_one_timeouts_make_a_replica_join() -> None:
+    r = replica(0)
+    r.start(0)
+    assert r.on_message(1, timeout(CONFIG, 1, 1, CONFIG.genesis_qc), 5) == []
+    joined = r.on_message(2, timeout(CONFIG, 2, 1, CONFIG.genesis_qc), 6)
+    assert any(isinstance(a, Broadcast) and isinstance(a.message, Timeout) for a in joined)
+
+
+def test_four_replicas_commit_the_same_chain() -> None:
+    net = Net([replica(i) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(400)
+    assert min(len(c) for c in net.commits) >= 5
+    shortest = min(len(c) for c in net.commits)
+    assert all(c[:shortest] == net.commits[0][:shortest] for c in net.commits)
+    assert net.commits[0][:3] == [b"1 r1", b"2 r2", b"3 r3"]
+
+
+def test_restart_from_safety_state_only_catches_up_by_sync() -> None:
+    net = Net([replica(i) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(200)
+    before = len(net.commits[3])
+    assert before >= 3
+    state = net.persisted[3]
+    assert state is not None
+    net.replicas[3] = fresh = replica(3, state)
+    assert fresh.committed_height == 0
+    net.apply(3, fresh.start(net.now))
+    net.run(300)
+    assert fresh.committed_height >= before
+    assert net.commits[3][:before] == net.commits[0][:before]  # re-committed identically
+    assert fresh.stats["sync-broken-chain"] == 0
+
+
+def test_sync_responses_are_checked() -> None:
+    net = Net([replica(i) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(120)
+    source = net.replicas[0]
+    tip = source.tree.committed
+    chain = source.tree.ancestors(tip.id, 64)
+    assert len(chain) >= 3 and chain[-1].round == 1
+    newcomer = replica(3)
+    newcomer.start(0)
+    assert newcomer.on_message(0, SyncResponse(tuple(chain)), 1) == []
+    assert newcomer.stats["sync-unsolicited"] == 1
+    # Ask for the tip through a QC, then answer with a chain that skips a block.
+    qc = make_qc(CONFIG, tip.round, tip.id)
+    asked = newcomer.on_message(1, timeout(CONFIG, 1, tip.round + 1, qc), net.now)
+    requests = [a for a in of_type(asked, Send) if isinstance(a.message, SyncRequest)]
+    assert requests and requests[0].message.block_id == tip.id
+    broken = (chain[0], *chain[2:])
+    assert newcomer.on_message(0, SyncResponse(broken), net.now) == []
+    assert newcomer.stats["sync-broken-chain"] == 1
+    newcomer.on_message(0, SyncResponse(tuple(chain)), net.now)
+    assert tip.id in newcomer.tree
+
+
+def test_corrupt_persisted_state_is_an_error() -> None:
+    forged = SafetyState(5, make_qc(CONFIG, 4, bytes(32), [0]), 5)
+    with pytest.raises(VerificationError):
+        replica(0, forged)
+
+
+def test_stale_messages_are_dropped() -> None:
+    net = Net([replica(i) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(200)
+    r = net.replicas[0]
+    assert r.round > 10
+    old = timeout(CONFIG, 1, 1, CONFIG.genesis_qc)
+    assert r.on_message(1, old, net.now) == []
+    assert r.stats["stale"] >= 1
