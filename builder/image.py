@@ -113,10 +113,17 @@ def stderr_progress(line: str) -> None:
 
 def docker_client() -> docker.DockerClient:
     """Connect to the local Docker engine or raise OperationalError."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):
+        raise OperationalError(f"Docker engine unavailable: no socket at {host}")
     try:
         client = docker.from_env(timeout=600)
+    except docker.errors.DockerException as exc:
+        raise OperationalError(f"Docker engine unavailable: {exc}") from exc
+    try:
         client.ping()
     except docker.errors.DockerException as exc:
+        client.close()
         raise OperationalError(f"Docker engine unavailable: {exc}") from exc
     return client
 

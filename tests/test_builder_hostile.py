@@ -6,6 +6,8 @@ Needs a running Docker engine (fails, never skips, without one); no network.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
@@ -16,17 +18,21 @@ import docker
 import pytest
 
 from builder.build import build_crate
-from builder.image import docker_client
+from builder.image import docker_client, ensure_build_image
 from builder.sandbox import (
     LABEL_BUILD,
+    LABEL_OWNER,
     REASON_DISK_FULL,
     REASON_EXIT,
+    REASON_LOG_LIMIT,
     REASON_OOM,
     REASON_PIDS,
     REASON_TIMEOUT,
     SandboxLimits,
+    remove_leftover_containers,
 )
 from builder.toolchain import find_toolchain_dir
+from logserver.errors import OperationalError
 from tests.builder_helpers import pack_fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -142,3 +148,36 @@ def test_endless_build_is_killed_at_the_deadline(
     assert result.reason == REASON_TIMEOUT
     assert "6s wall-clock limit" in result.detail
     assert time.monotonic() - started < 40
+
+
+def test_log_flood_is_cut_at_the_log_limit(client: docker.DockerClient, tmp_path: Path) -> None:
+    limits = SandboxLimits(memory_bytes=512 << 20, cpus=1, pids=128, log_bytes=100, wall_seconds=60)
+    result = _build(client, "hostile-network", tmp_path, limits)
+    assert result.reason == REASON_LOG_LIMIT
+    assert len(result.log) == 100
+
+
+def test_leftover_containers_of_dead_processes_are_removed(client: docker.DockerClient) -> None:
+    image = ensure_build_image(client, progress=_quiet)
+    host = socket.gethostname()
+    dead = client.containers.create(
+        image.tag, ["true"], labels={LABEL_BUILD: "leftover", LABEL_OWNER: f"{host}:999999999"}
+    )
+    alive = client.containers.create(
+        image.tag, ["true"], labels={LABEL_BUILD: "running", LABEL_OWNER: f"{host}:{os.getpid()}"}
+    )
+    try:
+        assert remove_leftover_containers(client) >= 1
+        remaining = {c.id for c in client.containers.list(all=True, filters={"label": LABEL_BUILD})}
+        assert dead.id not in remaining
+        assert alive.id in remaining
+    finally:
+        alive.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            dead.remove(force=True)
+
+
+def test_docker_unavailable_is_an_operational_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(OperationalError, match="Docker engine unavailable"):
+        docker_client()
