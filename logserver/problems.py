@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 PROBLEM_JSON = "application/problem+json"
@@ -39,3 +42,42 @@ def problem(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+class ProblemError(Exception):
+    """Raised by a handler to answer with a problem: status, one-sentence detail, headers."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Make every error an app can raise, including routing errors, a problem+json answer."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> Response:
+        return problem(exc.status, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        return problem(400, f"invalid request: {exc.errors()}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything larger than ``limit`` before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ProblemError(413, f"the body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ProblemError(413, f"the body is larger than {limit} bytes")
+    return bytes(body)

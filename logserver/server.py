@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -26,7 +25,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from logserver import note, proof, tiles
@@ -34,7 +32,7 @@ from logserver.checkpoint import Checkpoint
 from logserver.cosignature import CosignatureVerifier
 from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
 from logserver.network import NetworkConfig
-from logserver.problems import problem
+from logserver.problems import ProblemError, install_handlers, problem, read_body
 from logserver.sequencer import Integrated, QueueFull, Sequencer
 from logserver.storage import LogStore
 
@@ -166,7 +164,7 @@ class LogService:
         size = Checkpoint.parse(text).size
         ours = self.store.checkpoint_at(size)
         if ours is None or note.split_note(ours)[0] != text:
-            raise _Problem(409, f"the log signed no such checkpoint of size {size}")
+            raise ProblemError(409, f"the log signed no such checkpoint of size {size}")
         opened = note.open_note(cosigned, self.witness_verifiers.values())
         lines = {sig.name: sig.to_line() for sig in opened.sigs}
         quorum = self.network.quorum
@@ -181,33 +179,12 @@ class LogService:
         return published
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything larger than ``limit`` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _Problem(413, f"the body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _Problem(413, f"the body is larger than {limit} bytes")
-    return bytes(body)
-
-
-class _Problem(Exception):
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers
-
-
 def _int_param(request: Request, name: str) -> int:
     raw = request.query_params.get(name)
     if raw is None:
-        raise _Problem(400, f"the query parameter {name!r} is required")
+        raise ProblemError(400, f"the query parameter {name!r} is required")
     if not raw.isdigit() or len(raw) > 20 or (len(raw) > 1 and raw[0] == "0"):
-        raise _Problem(400, f"the query parameter {name!r} must be a decimal integer")
+        raise ProblemError(400, f"the query parameter {name!r} must be a decimal integer")
     return int(raw)
 
 
@@ -224,17 +201,7 @@ def create_app(service: LogService) -> FastAPI:
     app.state.service = service
     metrics = service.metrics
 
-    @app.exception_handler(_Problem)
-    async def _problem(_: Request, exc: _Problem) -> Response:
-        return problem(exc.status, exc.detail, headers=exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return problem(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
-        return problem(400, f"invalid request: {exc.errors()}")
+    install_handlers(app)
 
     @app.exception_handler(FormatError)
     async def _format(_: Request, exc: FormatError) -> Response:
@@ -248,31 +215,31 @@ def create_app(service: LogService) -> FastAPI:
     async def add_entry(request: Request) -> Response:
         entry = await read_body(request, MAX_ENTRY_SIZE)
         if not entry:
-            raise _Problem(400, "the entry is empty")
+            raise ProblemError(400, "the entry is empty")
         try:
             service.config.check_entry(entry)
         except (FormatError, VerificationError) as e:
             metrics.rejected.labels("invalid").inc()
-            raise _Problem(403 if isinstance(e, VerificationError) else 400, str(e)) from e
+            raise ProblemError(403 if isinstance(e, VerificationError) else 400, str(e)) from e
         try:
             fut = service.sequencer.submit(entry)
         except QueueFull:
             metrics.rejected.labels("queue-full").inc()
-            raise _Problem(503, "the log is busy", {"Retry-After": "1"}) from None
+            raise ProblemError(503, "the log is busy", {"Retry-After": "1"}) from None
         except OperationalError as e:
-            raise _Problem(503, str(e), {"Retry-After": "5"}) from e
+            raise ProblemError(503, str(e), {"Retry-After": "5"}) from e
         metrics.queue_depth.set(service.sequencer.queue_depth)
         try:
             index = await asyncio.wrap_future(fut)
         except OperationalError as e:
-            raise _Problem(503, str(e), {"Retry-After": "5"}) from e
+            raise ProblemError(503, str(e), {"Retry-After": "5"}) from e
         return _json({"index": index})
 
     @app.get("/checkpoint")
     async def checkpoint() -> Response:
         cp = service.published_checkpoint()
         if cp is None:
-            raise _Problem(404, "the log is empty: no checkpoint has been signed yet")
+            raise ProblemError(404, "the log is empty: no checkpoint has been signed yet")
         return Response(
             cp, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
         )
@@ -283,7 +250,7 @@ def create_app(service: LogService) -> FastAPI:
         size = service.store.size()  # tiles are immutable: serve them before witnessing too
         present = tiles.tile_in_tree(t, size)
         if present is None or present.width < t.width:
-            raise _Problem(404, f"tile {path} is beyond the tree of size {size}")
+            raise ProblemError(404, f"tile {path} is beyond the tree of size {size}")
         if t.is_entries:
             start = t.n * tiles.TILE_WIDTH
             data = tiles.encode_entry_bundle(service.store.entries(start, start + t.width))
@@ -295,10 +262,17 @@ def create_app(service: LogService) -> FastAPI:
         )
 
     @app.get("/latest-checkpoint")
-    async def latest_checkpoint() -> Response:
+    async def latest_checkpoint(request: Request) -> Response:
+        """The newest checkpoint the log signed, witnessed or not. With ``after=N`` and
+        ``wait_ms=M`` (at most 5000) it waits up to M ms for a tree larger than N."""
+        after = _int_param(request, "after") if "after" in request.query_params else -1
+        wait_ms = _int_param(request, "wait_ms") if "wait_ms" in request.query_params else 0
+        deadline = asyncio.get_running_loop().time() + min(wait_ms, 5000) / 1000
+        while service.store.size() <= after and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
         cp = service.store.latest_checkpoint()
         if cp is None:
-            raise _Problem(404, "the log is empty: no checkpoint has been signed yet")
+            raise ProblemError(404, "the log is empty: no checkpoint has been signed yet")
         return Response(
             cp, media_type="text/plain; charset=utf-8", headers={"Cache-Control": "no-store"}
         )
@@ -306,12 +280,12 @@ def create_app(service: LogService) -> FastAPI:
     @app.post("/cosignature")
     async def cosignature_(request: Request) -> Response:
         if service.network is None:
-            raise _Problem(404, "this log has no witnesses (start it with --network)")
+            raise ProblemError(404, "this log has no witnesses (start it with --network)")
         body = await read_body(request, MAX_ENTRY_SIZE)
         try:
             published = await asyncio.to_thread(service.add_cosignatures, body)
         except VerificationError as e:
-            raise _Problem(403, str(e)) from e
+            raise ProblemError(403, str(e)) from e
         metrics.cosignatures.inc()
         return _json({"published_size": published})
 
@@ -343,7 +317,7 @@ def create_app(service: LogService) -> FastAPI:
         cp = service.published_checkpoint()
         size = service.published_size()
         if cp is None or index >= size:
-            raise _Problem(404, f"entry {index} is not covered by the published checkpoint")
+            raise ProblemError(404, f"entry {index} is not covered by the published checkpoint")
         hashes = service.store.inclusion_proof(index, size)
         entry = service.store.entry(index)
         body = proof.TlogProof(index, tuple(hashes), cp, extra=entry).to_bytes()
@@ -356,10 +330,10 @@ def create_app(service: LogService) -> FastAPI:
     @app.get("/entry/{index}")
     async def entry(index: str) -> Response:
         if not index.isdigit() or len(index) > 20 or (len(index) > 1 and index[0] == "0"):
-            raise _Problem(400, "the entry index must be a decimal integer")
+            raise ProblemError(400, "the entry index must be a decimal integer")
         i = int(index)
         if i >= service.store.size():
-            raise _Problem(404, f"entry {i} is not in the log")
+            raise ProblemError(404, f"entry {i} is not in the log")
         return Response(service.store.entry(i), media_type="application/octet-stream")
 
     @app.get("/healthz")
@@ -369,7 +343,7 @@ def create_app(service: LogService) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> Response:
         if not service.sequencer.healthy:
-            raise _Problem(503, "the sequencer is not running")
+            raise ProblemError(503, "the sequencer is not running")
         return _json({"status": "ready", "size": service.store.size()})
 
     @app.get("/metrics")

@@ -115,6 +115,22 @@ def _parser() -> argparse.ArgumentParser:
     ni.add_argument("--force", action="store_true", help="replace an existing config")
     ni.set_defaults(func=_lazy("synchronicity.cmd_network", "init"))
 
+    wit = sub.add_parser("witness", help="the builder-witness node").add_subparsers(
+        dest="witness_command", required=True, metavar="SUBCOMMAND"
+    )
+    wr = wit.add_parser("run", help="run one witness of a network")
+    wr.add_argument("--config", required=True, help="network config (network.json)")
+    wr.add_argument("--key", required=True, help="this witness's private key file")
+    wr.add_argument("--data", required=True, help="data directory (LMDB)")
+    wr.add_argument("--listen", help="HOST:PORT (default: from the witness's URL)")
+    wr.add_argument("--log-level", default="info")
+    wr.set_defaults(func=_lazy("synchronicity.cmd_witness", "run"))
+    wit.add_parser(
+        "simulate",
+        help="drive the consensus core through a deterministic faulty network (see --help)",
+        add_help=False,
+    )
+
     d = sub.add_parser("demo", help="run a log locally, append, prove and verify")
     d.add_argument("--dir", help="working directory (default: a new temporary one)")
     d.add_argument("--entries", type=int, default=100, help="entries to append")
@@ -123,7 +139,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["witness", "simulate"]:  # the simulator parses its own options
+        args = argparse.Namespace(
+            func=_lazy("synchronicity.cmd_witness", "simulate"), simulator_args=argv[2:]
+        )
+    else:
+        args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except VerificationError as e:

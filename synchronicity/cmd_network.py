@@ -36,8 +36,16 @@ def init_network(
     origin: str = "synchronicity.local/log",
     round_ms: int = 1000,
     builds: BuildRules | None = None,
+    ports: list[int] | None = None,
 ) -> NetworkConfig:
-    """Write network.json, the policy and every node's private key under ``directory``."""
+    """Write network.json, the policy and every node's private key under ``directory``.
+
+    The log listens on ``log_port`` and witness i on ``log_port + i``, unless ``ports`` lists
+    the log's port and then each witness's.
+    """
+    ports = ports or [log_port + i for i in range(witnesses + 1)]
+    if len(ports) != witnesses + 1:
+        raise UsageError("give one port for the log and one for each witness")
     if (witnesses - 1) % 3 or witnesses < 1:
         raise UsageError(f"--witnesses must be 3f+1 (1, 4, 7, 10, ...), not {witnesses}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -48,10 +56,10 @@ def init_network(
         name = f"witness-{i}.synchronicity.local"
         private, vkey = cosignature.generate_cosignature_key(name)
         _write_private(directory / f"witness-{i}.key", private)
-        infos.append(WitnessInfo(name, vkey, f"http://{host}:{log_port + i}"))
+        infos.append(WitnessInfo(name, vkey, f"http://{host}:{ports[i]}"))
     config = NetworkConfig(
         network_id=f"synchronicity-{secrets.token_hex(8)}",
-        log=LogInfo(origin, log_vkey, f"http://{host}:{log_port}"),
+        log=LogInfo(origin, log_vkey, f"http://{host}:{ports[0]}"),
         witnesses=tuple(infos),
         f=(witnesses - 1) // 3,
         timeouts=ConsensusTimeouts(round_ms, max(round_ms, 30_000)),

@@ -110,3 +110,19 @@ def keygen(tmp: Path, name: str, *, cosignature: bool = False) -> tuple[Path, st
         args.append("--cosignature")
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     return out, done.stdout.strip()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel had free a moment ago (bound together, so distinct)."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

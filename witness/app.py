@@ -1,0 +1,94 @@
+"""The witness node's HTTP API: consensus messages in, status, health and metrics out.
+
+``POST /consensus`` takes one signed envelope (witness/envelope.py) from another witness of the
+network; ``POST /add-checkpoint`` is the C2SP tlog-witness endpoint for other logs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.responses import Response
+
+from logserver.errors import FormatError, OperationalError, VerificationError
+from logserver.problems import install_handlers, problem, read_body
+from witness.envelope import MAX_MESSAGE
+from witness.node import WitnessNode
+
+
+class _NodeCollector(Collector):
+    def __init__(self, node: WitnessNode) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        node = self._node
+        gauges = {
+            "witness_round": ("Current consensus round", node.replica.round),
+            "witness_committed_height": ("Committed blocks", node.replica.committed_height),
+            "witness_committed_size": ("Log size last committed", node.stats.committed_size),
+            "witness_cosigned_size": ("Log size last co-signed", node.stats.cosigned_size),
+            "witness_mirror_size": ("Entries in the mirror", node.mirror.size),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)
+        counters = {
+            "witness_proposals": ("Blocks proposed", node.stats.proposals),
+            "witness_commits": ("Blocks committed", node.stats.commits),
+            "witness_invalid_payloads": ("Proposals refused", node.stats.invalid_payloads),
+            "witness_messages_in": ("Envelopes received", node.stats.messages_in),
+            "witness_messages_rejected": ("Envelopes refused", node.stats.messages_rejected),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=value)
+        events = CounterMetricFamily(
+            "witness_consensus_events", "Consensus core events by kind", labels=["kind"]
+        )
+        for kind, count in sorted(node.replica.stats.items()):
+            events.add_metric([kind], count)
+        yield events
+
+
+def create_app(node: WitnessNode) -> FastAPI:
+    app = FastAPI(title="Synchronicity witness", docs_url=None, redoc_url=None, openapi_url=None)
+    registry = CollectorRegistry()
+    registry.register(_NodeCollector(node))
+
+    install_handlers(app)
+
+    @app.post("/consensus")
+    async def consensus_message(request: Request) -> Response:
+        try:
+            data = await read_body(request, MAX_MESSAGE + 1024)
+            node.receive(data)
+        except FormatError as e:
+            return problem(400, str(e))
+        except VerificationError as e:
+            return problem(403, str(e))
+        except OperationalError as e:
+            return problem(503, str(e), headers={"Retry-After": "1"})
+        return Response(status_code=204)
+
+    @app.get("/status")
+    async def status() -> Response:
+        return Response(json.dumps(node.status()).encode(), media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status": "ok"}', media_type="application/json")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not node.healthy:
+            return problem(503, "the consensus thread is not running")
+        return Response(b'{"status": "ready"}', media_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,393 @@
+"""The builder-witness node: drives the consensus core over HTTP and co-signs what commits.
+
+One thread owns the ``Replica`` (the sans-I/O DiemBFT v4 core). It takes verified messages
+from an inbox and timer expiries, and executes the actions the core returns, in order: a
+``Persist`` is written to LMDB (synced) before anything after it runs, so no vote or timeout
+leaves the node before the safety data that justifies it is durable. Messages go out through
+one sender thread per peer; commits are recorded, checked against the witness's own mirror of
+the log, co-signed (cosignature/v1) and sent to the log.
+
+The payload of a block is a checkpoint signed by the log. The leader proposes the log's latest
+checkpoint; every replica votes only for a checkpoint that is signed by the log and whose
+entries its mirror holds and re-hashes to that root, that extends the parent block's
+checkpoint, and whose new entries pass the entry check (the build protocol's rules).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import nacl.bindings
+
+from logserver import note, tiles
+from logserver.checkpoint import Checkpoint
+from logserver.cosignature import CosignatureSigner
+from logserver.errors import OperationalError, SynchronicityError, VerificationError
+from logserver.network import NetworkConfig
+from logserver.storage import LogStore
+from witness import consensus, envelope
+from witness.consensus import crypto
+from witness.mirror import Mirror
+from witness.state import WitnessState
+
+log = logging.getLogger(__name__)
+
+# Checks the entries [start, end) of the mirror before a vote; the build protocol plugs in here.
+EntryCheck = Callable[[LogStore, int, int], bool]
+MAX_RESPONSE = 16 << 20  # an entry bundle is at most 256 entries of 64 KiB
+
+
+def accept_all_entries(store: LogStore, start: int, end: int) -> bool:
+    return True
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def _size_of(payload: bytes) -> int:
+    return 0 if not payload else Checkpoint.parse(note.split_note(payload)[0]).size
+
+
+@dataclass
+class NodeStats:
+    commits: int = 0
+    cosigned_size: int = 0
+    committed_size: int = 0
+    proposals: int = 0
+    invalid_payloads: int = 0
+    messages_in: int = 0
+    messages_rejected: int = 0
+
+
+class LogClient:
+    """The reads and writes a witness makes of the log, with bounded answers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(timeout=5.0)
+
+    def _get(self, path: str, params: dict[str, int] | None = None) -> httpx.Response:
+        try:
+            r = self._http.get(self.url + path, params=params)
+        except httpx.HTTPError as e:
+            raise OperationalError(f"cannot reach the log: {e}") from e
+        if len(r.content) > MAX_RESPONSE:
+            raise OperationalError(f"GET {path}: answer too large")
+        return r
+
+    def bundle(self, tile: tiles.Tile) -> bytes:
+        r = self._get("/" + tile.path)
+        if r.status_code != 200:
+            raise OperationalError(f"GET {tile.path}: the log answered {r.status_code}")
+        return r.content
+
+    def latest_checkpoint(self, after: int, wait_ms: int) -> bytes | None:
+        r = self._get("/latest-checkpoint", {"after": after, "wait_ms": wait_ms})
+        return r.content if r.status_code == 200 else None
+
+    def send_cosignature(self, cosigned: bytes) -> None:
+        try:
+            r = self._http.post(self.url + "/cosignature", content=cosigned)
+        except httpx.HTTPError as e:
+            raise OperationalError(f"cannot reach the log: {e}") from e
+        if r.status_code != 200:
+            raise OperationalError(f"the log refused a cosignature: {r.status_code} {r.text}")
+
+
+class PeerSender:
+    """Sends envelopes to one peer from its own thread; a slow peer delays only itself."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/") + "/consensus"
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=1024)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"peer {url}")
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.send(None)
+
+    def send(self, data: bytes | None) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(data)
+                return
+            except queue.Full:  # consensus tolerates loss: drop the oldest
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=2.0) as http:
+            while (data := self._queue.get()) is not None:
+                try:
+                    http.post(self.url, content=data)
+                except httpx.HTTPError:
+                    self.failures += 1
+
+
+class CosignatureSender:
+    """Delivers the newest cosignature to the log, retrying until it is taken."""
+
+    def __init__(self, client: LogClient) -> None:
+        self._client = client
+        self._pending: bytes | None = None
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="cosignatures")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def submit(self, cosigned: bytes) -> None:
+        with self._cond:
+            self._pending = cosigned
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopped:
+                    self._cond.wait()
+                if self._stopped or self._pending is None:
+                    return
+                cosigned, self._pending = self._pending, None
+            try:
+                self._client.send_cosignature(cosigned)
+            except OperationalError as e:
+                log.warning("cosignature not delivered; retrying", extra={"error": str(e)})
+                time.sleep(0.5)
+                with self._cond:
+                    if self._pending is None:
+                        self._pending = cosigned
+
+
+class WitnessNode:
+    def __init__(
+        self,
+        network: NetworkConfig,
+        signer: CosignatureSigner,
+        seed: bytes,
+        data_dir: Path,
+        *,
+        entry_check: EntryCheck = accept_all_entries,
+    ) -> None:
+        self.network = network
+        self.signer = signer
+        names = [w.name for w in network.witnesses]
+        if signer.name not in names:
+            raise OperationalError(f"{signer.name} is not a witness of this network")
+        self.index = names.index(signer.name)
+        if network.witnesses[self.index].public_key != signer.public_key:
+            raise OperationalError("the key does not match this witness in the network config")
+        self.config = consensus.NetworkConfig(
+            network_id=network.network_id.encode(),
+            replicas=tuple((w.name, w.public_key) for w in network.witnesses),
+            f=network.f,
+            base_timeout_ms=network.timeouts.round_ms,
+            max_timeout_ms=network.timeouts.max_round_ms,
+        )
+        self._public_keys = tuple(key for _, key in self.config.replicas)
+        self._secret = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
+        self._entry_check = entry_check
+        self.idle_ms = max(50, network.timeouts.round_ms // 4)
+        self.state = WitnessState(data_dir / "state")
+        self.log_client = LogClient(network.log.url)
+        self.mirror = Mirror(
+            data_dir / "mirror", note.Verifier.from_vkey(network.log.vkey), self.log_client.bundle
+        )
+        last = self.state.last_commit()
+        self._committed_payload = b"" if last is None else last[1]
+        self.stats = NodeStats(committed_size=_size_of(self._committed_payload))
+        cosigned = self.state.last_cosigned()
+        self.stats.cosigned_size = 0 if cosigned is None else cosigned.size
+        self.replica = consensus.Replica(
+            self.config,
+            crypto.Signer(seed),
+            self.state.safety(),
+            self._validate,
+            _now_ms(),
+            propose=self._propose,
+        )
+        self._inbox: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=4096)
+        self._replay = envelope.ReplayGuard()
+        self._replay_lock = threading.Lock()
+        self._peers = {
+            i: PeerSender(w.url) for i, w in enumerate(network.witnesses) if i != self.index
+        }
+        self._cosignatures = CosignatureSender(self.log_client)
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="consensus")
+        self._deadline = _now_ms()
+        self._failed: Exception | None = None
+
+    # ----- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        for peer in self._peers.values():
+            peer.start()
+        self._cosignatures.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        self._thread.join(10)
+        for peer in self._peers.values():
+            peer.stop()
+        self._cosignatures.stop()
+        self.mirror.close()
+        self.state.close()
+
+    @property
+    def healthy(self) -> bool:
+        return self._failed is None and self._thread.is_alive()
+
+    # ----- inbound -----------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> None:
+        """Take an envelope from the HTTP server: verified here, processed by the core."""
+        self.stats.messages_in += 1
+        try:
+            env = envelope.open_envelope(
+                self.config.network_id, data, self._public_keys, int(time.time() * 1000)
+            )
+        except SynchronicityError:
+            self.stats.messages_rejected += 1
+            raise
+        with self._replay_lock:
+            fresh = self._replay.first_time(data)
+        if not fresh:
+            self.stats.messages_rejected += 1
+            raise VerificationError("a replayed envelope")
+        try:
+            self._inbox.put_nowait((env.sender, env.message))
+        except queue.Full:
+            raise OperationalError("the consensus inbox is full") from None
+
+    # ----- the consensus thread ----------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            self._execute(self.replica.start(_now_ms()))
+            while True:
+                wait = max(0, self._deadline - _now_ms()) / 1000
+                try:
+                    item = self._inbox.get(timeout=wait)
+                except queue.Empty:
+                    self._execute(self.replica.on_timer(_now_ms()))
+                    continue
+                if item is None:
+                    return
+                sender, message = item
+                self._execute(self.replica.on_bytes(sender, message, _now_ms()))
+        except Exception as e:
+            self._failed = e
+            log.exception("the consensus thread stopped")
+
+    def _execute(self, actions: list[consensus.Action]) -> None:
+        for action in actions:
+            if isinstance(action, consensus.Persist):
+                self.state.persist_safety(action.state)
+            elif isinstance(action, consensus.Send):
+                if action.to in self._peers:
+                    self._peers[action.to].send(self._seal(action.message))
+            elif isinstance(action, consensus.Broadcast):
+                sealed = self._seal(action.message)
+                for peer in self._peers.values():
+                    peer.send(sealed)
+            elif isinstance(action, consensus.Commit):
+                for committed in action.blocks:
+                    self._on_commit(committed)
+            else:
+                self._deadline = action.deadline_ms
+
+    def _seal(self, message: consensus.Message) -> bytes:
+        return envelope.seal(
+            self.config.network_id,
+            self.index,
+            int(time.time() * 1000),
+            message.to_bytes(),
+            self._secret,
+        )
+
+    def _validate(self, parent_payload: bytes, payload: bytes) -> bool:
+        if payload == parent_payload:
+            return True  # an empty round: nothing new to check
+        try:
+            cp = self.mirror.advance(payload)  # fetches the entries, re-hashes the root
+            parent_size = 0
+            if parent_payload:
+                parent = self.mirror.open_checkpoint(parent_payload)
+                self.mirror.check(parent)
+                parent_size = parent.size
+            if cp.size < max(parent_size, self.stats.committed_size):
+                raise VerificationError("the checkpoint is smaller than one already agreed")
+            if not self._entry_check(self.mirror.store, parent_size, cp.size):
+                raise VerificationError("new entries break the build protocol")
+        except SynchronicityError as e:
+            self.stats.invalid_payloads += 1
+            log.warning("refusing to vote", extra={"reason": str(e)})
+            return False
+        return True
+
+    def _propose(self, parent_payload: bytes, round_: int) -> bytes:
+        self.stats.proposals += 1
+        parent_size = _size_of(parent_payload)
+        # With nothing in flight, wait a little for news rather than spin empty rounds.
+        idle = parent_payload == self._committed_payload
+        try:
+            latest = self.log_client.latest_checkpoint(parent_size, self.idle_ms if idle else 0)
+        except OperationalError:
+            return parent_payload
+        if latest is None or _size_of(latest) <= parent_size:
+            return parent_payload
+        return latest
+
+    def _on_commit(self, committed: consensus.CommittedBlock) -> None:
+        payload = committed.block.payload
+        self.stats.commits += 1
+        if not payload or payload == self._committed_payload:
+            return
+        self.state.record_commit(committed.height, payload)
+        self._committed_payload = payload
+        try:
+            cp = self.mirror.advance(payload)
+        except SynchronicityError as e:
+            # A quorum committed what this witness cannot verify: never co-sign it.
+            log.error("committed checkpoint fails verification", extra={"reason": str(e)})
+            return
+        self.stats.committed_size = cp.size
+        try:
+            fresh = self.state.claim_cosignature(cp)
+        except VerificationError as e:
+            log.error("refusing to co-sign", extra={"reason": str(e)})
+            return
+        if fresh:
+            self.stats.cosigned_size = cp.size
+            self._cosignatures.submit(note.sign_note(cp.to_bytes(), self.signer))
+
+    def status(self) -> dict[str, object]:
+        return {
+            "name": self.signer.name,
+            "index": self.index,
+            "round": self.replica.round,
+            "committed_height": self.replica.committed_height,
+            "committed_size": self.stats.committed_size,
+            "cosigned_size": self.stats.cosigned_size,
+            "mirror_size": self.mirror.size,
+            "healthy": self.healthy,
+        }

@@ -1,0 +1,78 @@
+"""A witness's durable state in LMDB: consensus safety data, commits, and what it co-signed.
+
+Every write is a synchronous LMDB transaction, so when a method returns the data is on disk:
+the node persists the safety state before any vote or timeout leaves it, and records a
+checkpoint as co-signed before the cosignature leaves it. The co-signing rule lives here, in
+one transaction: never two roots for one size, never a smaller checkpoint after a larger one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lmdb
+
+from logserver.checkpoint import Checkpoint
+from logserver.errors import OperationalError, VerificationError
+from witness.consensus import SafetyState
+
+
+class WitnessState:
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._env = lmdb.open(
+                str(path / "witness.lmdb"), map_size=1 << 32, max_dbs=4, sync=True
+            )
+        except lmdb.Error as e:
+            raise OperationalError(f"cannot open the witness state in {path}: {e}") from e
+        self._meta = self._env.open_db(b"meta")
+        self._committed = self._env.open_db(b"committed")
+
+    def close(self) -> None:
+        self._env.close()
+
+    def safety(self) -> SafetyState | None:
+        with self._env.begin() as txn:
+            raw = txn.get(b"safety", db=self._meta)
+        return None if raw is None else SafetyState.from_bytes(bytes(raw))
+
+    def persist_safety(self, state: SafetyState) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(b"safety", state.to_bytes(), db=self._meta)
+
+    def record_commit(self, height: int, payload: bytes) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(height.to_bytes(8, "big"), payload, db=self._committed)
+
+    def last_commit(self) -> tuple[int, bytes] | None:
+        with self._env.begin() as txn:
+            cur = txn.cursor(db=self._committed)
+            if not cur.last():
+                return None
+            return int.from_bytes(cur.key(), "big"), bytes(cur.value())
+
+    def last_cosigned(self) -> Checkpoint | None:
+        with self._env.begin() as txn:
+            raw = txn.get(b"cosigned", db=self._meta)
+        return None if raw is None else Checkpoint.parse(bytes(raw))
+
+    def claim_cosignature(self, cp: Checkpoint) -> bool:
+        """Record that ``cp`` is about to be co-signed; False if it adds nothing new.
+
+        Raises VerificationError for a checkpoint that conflicts with one already co-signed
+        (same size, other root) or goes back in size. The caller must also have checked that
+        ``cp`` extends the previous one (the mirror does).
+        """
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(b"cosigned", db=self._meta)
+            if raw is not None:
+                last = Checkpoint.parse(bytes(raw))
+                if cp.origin != last.origin:
+                    raise VerificationError("refusing to co-sign another log's checkpoint")
+                if cp.size == last.size and cp.root_hash != last.root_hash:
+                    raise VerificationError(f"refusing a second root for size {cp.size}")
+                if cp.size <= last.size:
+                    return False
+            txn.put(b"cosigned", cp.to_bytes(), db=self._meta)
+        return True
