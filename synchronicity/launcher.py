@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -114,8 +115,6 @@ def keygen(tmp: Path, name: str, *, cosignature: bool = False) -> tuple[Path, st
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports the kernel had free a moment ago (bound together, so distinct)."""
-    import socket
-
     socks = []
     try:
         for _ in range(count):
