@@ -18,7 +18,6 @@ oversized input all raise :class:`~logserver.errors.FormatError`.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -46,9 +45,6 @@ _SHORT_ESCAPES = {
     "\r": "\\r",
 }
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
-# Matches a JSON string literal (used only to blank strings out before counting nesting).
-_STRING_LITERAL = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NESTING_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -138,12 +134,6 @@ def _reject_constant(text: str) -> float:
     raise FormatError(_WHAT, f"{text} is not JSON")
 
 
-def _nesting_depth(data: bytes) -> int:
-    skeleton = _STRING_LITERAL.sub(b'""', data)
-    steps = (_NESTING_STEP.get(byte, 0) for byte in skeleton)
-    return max(itertools.accumulate(steps, initial=0))
-
-
 def decode(
     data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> JsonValue:
@@ -157,8 +147,6 @@ def decode(
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(_WHAT, "not valid UTF-8") from exc
-    if _nesting_depth(data) > max_depth:
-        raise FormatError(_WHAT, f"nesting deeper than {max_depth}")
     try:
         value: JsonValue = json.loads(
             text,
@@ -170,6 +158,9 @@ def decode(
         raise FormatError(_WHAT, f"not JSON: {exc.msg} at offset {exc.pos}") from exc
     except ValueError as exc:  # e.g. an integer literal with thousands of digits
         raise FormatError(_WHAT, str(exc)) from exc
+    except RecursionError as exc:  # the parser's own bound, far above max_depth
+        raise FormatError(_WHAT, f"nesting deeper than {max_depth}") from exc
+    # Re-encoding enforces max_depth and every canonical-form rule.
     if encode(value, max_depth=max_depth) != data:
         raise FormatError(_WHAT, "not in canonical form (RFC 8785)")
     return value

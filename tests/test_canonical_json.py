@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from logserver import canonical_json
 from logserver.canonical_json import MAX_SAFE_INTEGER, decode, decode_object, encode
 from logserver.errors import FormatError
 
@@ -200,3 +201,20 @@ def test_arbitrary_bytes_raise_only_format_error(data: bytes) -> None:
     except FormatError:
         return
     assert encode(value) == data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'"' + b'\\"' * 500_000,  # an unterminated string full of escaped quotes
+        b'["' + b'\\\\\\"' * 300_000,
+        b"[" * 1_000_000,
+        b'{"a":' * 200_000,
+        b"[" * 900 + b"]" * 900,
+    ],
+    ids=["escaped-quotes", "escaped-backslashes", "brackets", "objects", "deep"],
+)
+def test_adversarial_megabyte_inputs_fail_fast(data: bytes) -> None:
+    # Decoding is linear: a quadratic scan would hang the suite on these 1 MiB inputs.
+    with pytest.raises(FormatError):
+        decode(data[: canonical_json.DEFAULT_MAX_BYTES])
