@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import NoReturn
 
 from logserver.entries import (
     Close,
@@ -211,7 +212,7 @@ class ProtocolState:
         self.size += 1
         self.last_time = time
 
-    def _fail(self, rule: str, detail: str) -> None:
+    def _fail(self, rule: str, detail: str) -> NoReturn:
         raise ProtocolViolation(rule, self.size, detail)
 
     def _job(self, job_id: str) -> JobState:
@@ -226,7 +227,6 @@ class ProtocolState:
         verifier = self.config.log if is_log else self.config.builders.get(name)
         if verifier is None:
             self._fail("unknown-signer", f"{name!r} is neither a builder nor the log")
-            return
         if signed.signer.key_id != verifier.key_id:
             self._fail("unregistered-key", f"{signed.signer} is not the registered key of {name}")
         try:
@@ -252,7 +252,6 @@ class ProtocolState:
     def _apply_reveal(self, job: JobState, reveal: Reveal, time: int) -> None:
         if job.close is None:
             self._fail("reveal-before-close", f"job {reveal.job} is not closed")
-            return
         if reveal.builder not in job.close.committed:
             self._fail("reveal-not-committed", f"{reveal.builder} did not commit before close")
         if reveal.builder in job.reveals:
@@ -287,7 +286,6 @@ class ProtocolState:
     def _apply_diff_report(self, job: JobState, report: DiffReport) -> None:
         if job.verdict is None or job.verdict.outcome != "not-reproduced":
             self._fail("diff-report-without-mismatch", f"job {report.job} is not not-reproduced")
-            return
         known = {group.output_digest for group in job.verdict.groups}
         if not set(report.groups) <= known:
             self._fail("diff-report-unknown-group", "a compared digest is not a verdict group")
