@@ -35,6 +35,7 @@ def init_network(
     log_port: int = 8700,
     origin: str = "synchronicity.local/log",
     round_ms: int = 1000,
+    max_round_ms: int = 30_000,
     builds: BuildRules | None = None,
     ports: list[int] | None = None,
 ) -> NetworkConfig:
@@ -62,7 +63,7 @@ def init_network(
         log=LogInfo(origin, log_vkey, f"http://{host}:{ports[0]}"),
         witnesses=tuple(infos),
         f=(witnesses - 1) // 3,
-        timeouts=ConsensusTimeouts(round_ms, max(round_ms, 30_000)),
+        timeouts=ConsensusTimeouts(round_ms, max(round_ms, max_round_ms)),
         builds=builds or BuildRules(),
     )
     (directory / NETWORK_FILE).write_bytes(config.to_json())

@@ -41,6 +41,10 @@ class Mirror:
     def size(self) -> int:
         return self.store.size()
 
+    def root(self) -> bytes:
+        """The root of the mirrored tree, recomputed from its own stored hashes."""
+        return self.store.tree_hash(self.store.size())
+
     def open_checkpoint(self, signed: bytes) -> Checkpoint:
         """The checkpoint of a note that carries a valid signature by the log."""
         opened = note.open_note(signed, [self._verifier])

@@ -15,6 +15,7 @@ checkpoint, and whose new entries pass the entry check (the build protocol's rul
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import queue
@@ -389,5 +390,6 @@ class WitnessNode:
             "committed_size": self.stats.committed_size,
             "cosigned_size": self.stats.cosigned_size,
             "mirror_size": self.mirror.size,
+            "mirror_root": base64.b64encode(self.mirror.root()).decode(),
             "healthy": self.healthy,
         }
