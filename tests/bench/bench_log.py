@@ -177,11 +177,14 @@ def bench_http(tmp: Path, seconds: float) -> tuple[float, float, float]:
         out: multiprocessing.Queue[object] = multiprocessing.Queue()
         proc = multiprocessing.Process(target=_load, args=(server.url, 32, seconds, out))
         proc.start()
-        total, elapsed, latencies = out.get(timeout=seconds + 60)  # type: ignore[misc]
+        result = out.get(timeout=seconds + 60)
         proc.join()
     finally:
         server.stop()
-    latencies.sort()
+    assert isinstance(result, tuple)
+    total: int = result[0]
+    elapsed: float = result[1]
+    latencies: list[float] = sorted(result[2])
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     return total / elapsed, p50, p99
