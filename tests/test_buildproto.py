@@ -557,6 +557,7 @@ def play(s: dict[str, Any]) -> tuple[Driver, str, dict[int, str]]:
     close_time = max(driver.state.last_time, start + s["config"].build_deadline_ms)
     driver.tick(close_time)
     revealers = [i for i in accepted if s["behaviour"][i] != "silent"]
+    s["order_seed"].shuffle(revealers)
     for i in sorted(revealers, key=lambda i: s["reveal_at"][i]):
         kind = s["behaviour"][i]
         output = B if kind == "liar" else outputs[kind]
@@ -627,6 +628,23 @@ def test_same_leaves_give_same_state_and_due_entries(s: dict[str, Any], later: i
     rest = driver.leaves[len(driver.leaves) // 2 :]
     assert validate_leaves(prefix, rest, 0, 2**52) == driver.state
     assert prefix == twin
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_order_of_simultaneous_entries_does_not_change_the_verdict(
+    s: dict[str, Any], other_order: Any
+) -> None:
+    at_once = s | {
+        "commit_at": dict.fromkeys(s["commit_at"], 0),
+        "reveal_at": dict.fromkeys(s["reveal_at"], 0),
+    }
+    driver, job, _ = play(at_once)
+    reordered, _, _ = play(at_once | {"order_seed": other_order})
+    first, second = driver.verdict(job), reordered.verdict(job)
+    # Only the leaf indices inside evidence may differ.
+    assert [e.builder for e in first.evidence] == [e.builder for e in second.evidence]
+    assert dataclasses.replace(first, evidence=()) == dataclasses.replace(second, evidence=())
 
 
 def _tamperings(verdict: Verdict) -> list[Verdict]:
