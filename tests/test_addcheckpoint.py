@@ -491,6 +491,9 @@ def test_configuration_rejects_bad_input() -> None:
         WitnessedLogs.from_pairs([("bad\norigin", LOG_KEY.vkey)])
     with pytest.raises(UsageError):
         WitnessedLogs({ORIGIN: []})
+    with pytest.raises(UsageError):  # e.g. the network's own log: cosigned by consensus only
+        WitnessedLogs.from_pairs([(ORIGIN, LOG_KEY.vkey)], reserved=[ORIGIN])
+    assert WitnessedLogs.from_pairs([(ORIGIN, LOG_KEY.vkey)], reserved=["own.test/log"]).origins
     logs = WitnessedLogs.from_pairs(
         [(ORIGIN, LOG_KEY.vkey), ("b.test/log", OTHER_LOG_KEY.vkey), (ORIGIN, LOG_KEY.vkey)]
     )

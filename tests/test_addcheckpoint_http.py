@@ -317,6 +317,24 @@ def test_state_survives_sigkill(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_corrupt_state_is_a_500_never_a_fresh_start(tmp_path: Path) -> None:
+    import lmdb
+
+    proc = WitnessProcess(tmp_path).start()
+    try:
+        assert_cosigned(proc.post(body(0, 20)), 20)
+        proc.stop()
+        env = lmdb.open(str(proc.data), max_dbs=2)
+        with env.begin(write=True, db=env.open_db(b"add-checkpoint-heads-v1")) as txn:
+            txn.put(hashlib.sha256(ORIGIN.encode()).digest(), b"garbage")
+        env.close()
+        proc.start()
+        assert_problem(proc.post(body(0, 5)), 500)
+        assert_problem(proc.post(body(20, 30)), 500)
+    finally:
+        proc.stop()
+
+
 # ----- mounting on an existing app -------------------------------------------------------------
 
 

@@ -151,10 +151,19 @@ class WitnessedLogs:
             self._by_origin[origin] = known
 
     @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> WitnessedLogs:
-        """From (origin, vkey) pairs; an origin may appear several times (key rotation)."""
+    def from_pairs(
+        cls, pairs: Iterable[tuple[str, str]], reserved: Iterable[str] = ()
+    ) -> WitnessedLogs:
+        """From (origin, vkey) pairs; an origin may appear several times (key rotation).
+
+        ``reserved`` lists origins that must never be cosigned through add-checkpoint — above
+        all the network's own log, whose checkpoints are cosigned only after consensus.
+        """
+        forbidden = set(reserved)
         keys: dict[str, list[Verifier]] = {}
         for origin, vkey in pairs:
+            if origin in forbidden:
+                raise UsageError(f"log {origin!r} is reserved and cannot be witnessed here")
             keys.setdefault(origin, []).append(Verifier.from_vkey(vkey))
         return cls(keys)
 

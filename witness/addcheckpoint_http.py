@@ -82,8 +82,11 @@ class AddCheckpointHandler:
         ):
             # The spec allows keeping such requests: they may prove that the log misbehaved.
             log.warning(
-                "add-checkpoint refused",
-                extra={"origin": submission.origin, "detail": decision.detail},
+                "add-checkpoint refused for %s (old %d, size %d): %s",
+                submission.origin,
+                submission.old_size,
+                submission.checkpoint.size,
+                decision.detail,
             )
         return decision
 
