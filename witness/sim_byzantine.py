@@ -3,6 +3,13 @@
 The adversary holds the replica's private key, so everything it sends is validly signed by
 that key unless the behaviour is precisely to forge other replicas' signatures. Honest
 replicas must reject or survive all of it; the simulator's checker decides whether they did.
+
+``fork`` is the strongest: it collects QCs and TCs from what it receives, reveals a QC only
+by building on it, reports the genesis QC in its timeouts, and leads only after a timeout
+certificate, extending the highest certified block that the voting rule still lets honest
+replicas accept and that is not its own last proposal or built on it: it grows sibling
+branches whose certificates stay hidden until it builds on them. Correct rules survive it;
+weakened voting or commit rules fork under it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Callable
 from witness.consensus import crypto
 from witness.consensus.messages import Message, Proposal, Timeout, Vote
 from witness.consensus.replica import Action, Broadcast, Replica, Send
-from witness.consensus.types import Block, NetworkConfig, QuorumCert
+from witness.consensus.types import Block, NetworkConfig, QuorumCert, TimeoutCert
 
 INFLATION = 1000
 
@@ -36,6 +43,14 @@ class ByzantineNode:
         self._alternative_payload = alternative_payload
         self._config: NetworkConfig = replica.config
         self._me = replica.index
+        # What the fork adversary has learnt.
+        genesis = self._config.genesis
+        self._blocks: dict[bytes, Block] = {genesis.id: genesis}
+        self._qcs: dict[bytes, QuorumCert] = {genesis.id: self._config.genesis_qc}
+        self._votes: dict[tuple[int, bytes], dict[int, bytes]] = {}
+        self._timeouts: dict[int, dict[int, Timeout]] = {}
+        self._tcs: dict[int, TimeoutCert] = {}
+        self._last_fork_block = b""
 
     @property
     def round(self) -> int:
@@ -49,6 +64,8 @@ class ByzantineNode:
 
     def on_message(self, sender: int, message: Message, now_ms: int) -> list[Action]:
         out = self._rewrite(self.replica.on_message(sender, message, now_ms))
+        if self.kind == "fork":
+            out += self._learn(message)
         if self.kind == "double-vote" and isinstance(message, Proposal):
             out.append(self._vote_for(message.block.round, message.block.id))
         return out
@@ -93,6 +110,8 @@ class ByzantineNode:
     def _rewrite_proposal(self, action: Action, proposal: Proposal) -> list[Action]:
         block = proposal.block
         parent = self.replica.tree.get(block.parent_id)
+        if self.kind == "fork":
+            return []  # it proposes only once it holds a TC, see _learn
         if self.kind == "equivocate" and parent is not None:
             payload = self._alternative_payload(parent.payload, block.round)
             twin = Proposal(self._block(block.round, block.qc, payload), proposal.last_round_tc)
@@ -143,7 +162,7 @@ class ByzantineNode:
             message = crypto.timeout_message(self._config.network_id, timeout.round, ghost.round)
             fake = Timeout(timeout.round, self._me, ghost, None, self._signer.sign(message))
             return [Broadcast(fake), action]
-        if self.kind == "stale-qc":
+        if self.kind in {"stale-qc", "fork"}:
             qc = self._config.genesis_qc
             message = crypto.timeout_message(self._config.network_id, timeout.round, qc.round)
             stale = Timeout(timeout.round, self._me, qc, None, self._signer.sign(message))
@@ -159,3 +178,68 @@ class ByzantineNode:
             )
             return [action, Broadcast(fake)]
         return [action]
+
+    # -- the fork adversary -----------------------------------------------------------------
+
+    def _learn(self, message: Message) -> list[Action]:
+        if isinstance(message, Proposal):
+            block = message.block
+            self._blocks.setdefault(block.id, block)
+            self._qcs.setdefault(block.qc.block_id, block.qc)
+            if message.last_round_tc is not None:
+                self._tcs.setdefault(message.last_round_tc.round, message.last_round_tc)
+        elif isinstance(message, Vote):
+            key = (message.round, message.block_id)
+            signatures = self._votes.setdefault(key, {})
+            signatures[message.voter] = message.signature
+            if message.block_id not in self._qcs:
+                own = crypto.vote_message(self._config.network_id, message.round, message.block_id)
+                signatures[self._me] = self._signer.sign(own)
+            if len(signatures) >= self._config.quorum:
+                qc = QuorumCert(message.round, message.block_id, tuple(sorted(signatures.items())))
+                self._qcs.setdefault(message.block_id, qc)
+        elif isinstance(message, Timeout):
+            self._qcs.setdefault(message.high_qc.block_id, message.high_qc)
+            same_round = self._timeouts.setdefault(message.round, {})
+            same_round[message.signer] = message
+            if len(same_round) >= self._config.quorum and message.round not in self._tcs:
+                chosen = sorted(same_round.values(), key=lambda t: t.signer)
+                high_qc = max((t.high_qc for t in chosen), key=lambda qc: qc.round)
+                entries = tuple((t.signer, t.high_qc.round, t.signature) for t in chosen)
+                self._tcs[message.round] = TimeoutCert(message.round, entries, high_qc)
+                if self.replica.leader_of(message.round + 1) == self._me:
+                    fork = self._fork_proposal(message.round + 1)
+                    if fork is not None:
+                        return [Broadcast(fork)]
+        return []
+
+    def _fork_proposal(self, round_: int) -> Proposal | None:
+        tc = self._tcs.get(round_ - 1)
+        eligible = [
+            qc
+            for qc in self._qcs.values()
+            if qc.block_id in self._blocks
+            and qc.round < round_
+            and (qc.round == round_ - 1 or (tc is not None and qc.round >= max(tc.high_qc_rounds)))
+        ]
+        if not eligible:
+            return None
+        # Switch branch: never extend the last proposal or anything built on it.
+        fresh = [qc for qc in eligible if not self._descends(qc.block_id, self._last_fork_block)]
+        qc = max(fresh or eligible, key=lambda qc: (qc.round, qc.block_id))
+        parent = self._blocks[qc.block_id]
+        payload = self._alternative_payload(parent.payload, round_)
+        block = self._block(round_, qc, payload)
+        self._blocks[block.id] = block
+        self._last_fork_block = block.id
+        return Proposal(block, tc if qc.round != round_ - 1 else None)
+
+    def _descends(self, block_id: bytes, ancestor: bytes) -> bool:
+        block = self._blocks.get(block_id)
+        while block is not None:
+            if block.id == ancestor:
+                return True
+            if block.round == 0:
+                return False
+            block = self._blocks.get(block.parent_id)
+        return False

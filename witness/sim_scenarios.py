@@ -21,6 +21,7 @@ BYZANTINE_KINDS = (
     "ghost-qc",
     "inflated-round",
     "forged",
+    "fork",
 )
 
 
@@ -82,13 +83,17 @@ def sample_scenario(
     if byzantine is not None and twins >= n:
         raise UsageError("no key left for the Byzantine replica")
     instances = n + twins
-    leaders = tuple(rng.randrange(n) for _ in range(rounds))
+    # A Byzantine replica gets to lead half of the scheduled rounds: the adversary's best case.
+    leaders = tuple(
+        twins if byzantine is not None and rng.random() < 0.5 else rng.randrange(n)
+        for _ in range(rounds)
+    )
     schedule: list[tuple[int, ...]] = []
     for _ in range(rounds):
         if schedule and rng.random() < 0.5:
             schedule.append(schedule[-1])
         else:
-            schedule.append(tuple(rng.randrange(partitions) for _ in range(instances)))
+            schedule.append(_partition(rng, n, instances, partitions))
     return Scenario(
         seed=rng.getrandbits(64),
         n=n,
@@ -99,3 +104,24 @@ def sample_scenario(
         crashes=rng.randint(1, 3) if crash else 0,
         byzantine=byzantine,
     )
+
+
+def _partition(rng: random.Random, n: int, instances: int, groups: int) -> tuple[int, ...]:
+    """A random grouping; mostly (4 times in 5) one where some group holds a quorum of keys.
+
+    Twins finds forks when quorums form on alternating sides of a partition while the
+    minority keeps a stale view, so progress-making partitions are the interesting ones.
+    """
+    quorum = 2 * ((n - 1) // 3) + 1
+    want_quorum = rng.random() < 0.8
+    labels = tuple(rng.randrange(groups) for _ in range(instances))
+    for _ in range(32):
+        if not want_quorum:
+            break
+        keys: dict[int, set[int]] = {}
+        for instance, label in enumerate(labels):
+            keys.setdefault(label, set()).add(instance if instance < n else instance - n)
+        if any(len(members) >= quorum for members in keys.values()):
+            break
+        labels = tuple(rng.randrange(groups) for _ in range(instances))
+    return labels
