@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -315,6 +316,7 @@ def test_state_survives_sigkill(tmp_path: Path) -> None:
         assert_cosigned(proc.post(body(30, 35)), 35)
     finally:
         proc.stop()
+    assert proc.proc is not None and proc.proc.returncode == 0  # SIGTERM: a clean stop
 
 
 def test_corrupt_state_is_a_500_never_a_fresh_start(tmp_path: Path) -> None:
@@ -333,6 +335,37 @@ def test_corrupt_state_is_a_500_never_a_fresh_start(tmp_path: Path) -> None:
         assert_problem(proc.post(body(20, 30)), 500)
     finally:
         proc.stop()
+
+
+def test_runner_exit_codes(tmp_path: Path) -> None:
+    key_file = tmp_path / "witness.key"
+    key_file.write_text(WITNESS_KEY.private_key)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "witness.addcheckpoint_runner", "--data"]
+        return subprocess.run(
+            [*command, str(tmp_path / "state"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    bad_vkey = run("--key", str(key_file), "--log", ORIGIN, "not-a-vkey")
+    assert bad_vkey.returncode == 2 and "verifier key" in bad_vkey.stderr
+    own_key = run("--key", str(key_file), "--log", ORIGIN, WITNESS_KEY.vkey)  # type 0x04
+    assert own_key.returncode == 2
+    missing = run("--key", str(tmp_path / "absent.key"), "--log", ORIGIN, LOG_KEY.vkey)
+    assert missing.returncode == 3 and "absent.key" in missing.stderr
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        taken = run("--key", str(key_file), "--listen", f"127.0.0.1:{port}")
+        assert taken.returncode == 3 and "cannot listen" in taken.stderr
+    finally:
+        busy.close()
 
 
 # ----- mounting on an existing app -------------------------------------------------------------

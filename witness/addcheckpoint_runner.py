@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -85,11 +86,18 @@ def serve(argv: Sequence[str]) -> int:
         flush=True,
     )
     config = uvicorn.Config(create_app(handler), log_config=None, access_log=False, lifespan="off")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler found before
+    # it started: make that handler a clean exit, so the state is closed and the code is 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         handler.close()
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
