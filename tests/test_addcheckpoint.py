@@ -368,6 +368,38 @@ def test_parse_request_fields() -> None:
         parse_request(body.replace(b"old 3", b"old 03"))
 
 
+SPEC_EXAMPLE = (
+    "old 20852014\n"
+    "PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n"
+    "jrJZDmY8Y7SyJE0MWLpLozkIVMSMZcD5kvuKxPC3swk=\n"
+    "5+pKlUdi2LeF/BcMHBn+Ku6yhPGNCswZZD1X/6QgPd8=\n"
+    "/6WVhPs2CwSsb5rYBH5cjHV/wSmA79abXAwhXw3Kj/0=\n"
+    "\n"
+    "example.com/behind-the-sofa\n"
+    "20852163\n"
+    "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+    "\n"
+    "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5"
+    "/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
+    "— example.com/behind-the-sofa opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2Wks"
+    "+49/V6267UEjw6QUXTS5Rovnzv++qbSzm9Q=\n"
+).encode()  # the example request body of c2sp.org/tlog-witness
+
+
+def test_the_example_request_of_the_spec_parses() -> None:
+    parsed = parse_request(SPEC_EXAMPLE)
+    assert parsed.old_size == 20852014 and len(parsed.proof) == 4
+    assert parsed.checkpoint.origin == "example.com/behind-the-sofa"
+    assert parsed.checkpoint.size == 20852163
+    # Its log key is not ours: the origin is unknown here (404), and with some other key
+    # configured for that origin, none of the signatures verifies (403).
+    assert rejected(SPEC_EXAMPLE).status == Status.NOT_FOUND
+    other = Signer("example.com/behind-the-sofa", _seed("not the sofa key"))
+    logs = WitnessedLogs.from_pairs([("example.com/behind-the-sofa", other.vkey)])
+    prepared = prepare(SPEC_EXAMPLE, logs)
+    assert isinstance(prepared, Rejected) and prepared.status == Status.FORBIDDEN
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=400))
 def test_random_bytes_are_refused_without_raising(body: bytes) -> None:
