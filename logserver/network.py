@@ -68,9 +68,13 @@ class NetworkConfig:
     timeouts: ConsensusTimeouts = field(default_factory=ConsensusTimeouts)
     builds: BuildRules = field(default_factory=BuildRules)
     other_logs: tuple[OtherLog, ...] = ()
+    # "protocol": every entry is a build-protocol leaf the witnesses check; "open": any bytes.
+    entries: str = "protocol"
 
     def __post_init__(self) -> None:
         what = "network config"
+        if self.entries not in ("protocol", "open"):
+            raise FormatError(what, 'entries must be "protocol" or "open"')
         n = len(self.witnesses)
         if not self.network_id or len(self.network_id) > 128:
             raise FormatError(what, "network_id must be 1 to 128 characters")
@@ -131,6 +135,7 @@ class NetworkConfig:
         doc: dict[str, Any] = {
             "version": VERSION,
             "network_id": self.network_id,
+            "entries": self.entries,
             "f": self.f,
             "log": {"origin": self.log.origin, "vkey": self.log.vkey, "url": self.log.url},
             "witnesses": [{"name": w.name, "vkey": w.vkey, "url": w.url} for w in self.witnesses],
@@ -179,6 +184,7 @@ class NetworkConfig:
                 builds.integer("reveal_deadline_ms", BuildRules.reveal_deadline_ms),
             ),
             other_logs=tuple(OtherLog(o.text("origin"), o.text("vkey")) for o in others),
+            entries=r.text("entries") if "entries" in doc else "protocol",
         )
         for reader in [r, log, timeouts, builds, *witnesses, *others]:
             reader.done()

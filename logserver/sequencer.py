@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from logserver.checkpoint import Checkpoint
 from logserver.errors import OperationalError
@@ -62,6 +62,20 @@ class _Call:
             self.future.set_exception(e)
 
 
+class Batcher(Protocol):
+    """Turns submitted entries into the leaves of one batch (the build protocol's log side).
+
+    ``prepare`` returns the leaves and, for each submission, the offset of its leaf among them
+    or the exception that refuses it; ``committed`` is called once that batch is durable.
+    """
+
+    def prepare(
+        self, submissions: Sequence[bytes]
+    ) -> tuple[list[bytes], list[int | Exception]]: ...
+
+    def committed(self) -> None: ...
+
+
 _STOP = object()
 
 
@@ -74,8 +88,12 @@ class Sequencer:
         max_batch: int = 256,
         max_delay: float = 0.002,
         max_queue: int = 8192,
+        batcher: Batcher | None = None,
+        tick: float = 0.5,
     ) -> None:
         self._store = store
+        self._batcher = batcher
+        self._tick = tick
         self._sign = sign
         self._max_batch = max_batch
         self._max_delay = max_delay
@@ -172,8 +190,15 @@ class Sequencer:
             first: object
             if self._held is not None:
                 first, self._held = self._held, None
-            else:
+            elif self._batcher is None:
                 first = self._queue.get()
+            else:  # the batcher may have entries due with no submission at all
+                try:
+                    first = self._queue.get(timeout=self._tick)
+                except queue.Empty:
+                    if not self._integrate([]):
+                        return
+                    continue
             if first is _STOP:
                 break
             if isinstance(first, _Call):
@@ -189,7 +214,14 @@ class Sequencer:
         started = time.monotonic()
         entries = [data for sub in batch for data in sub.entries]
         try:
-            first, note = self._store.append_batch(entries, self._sign)
+            if self._batcher is None:
+                leaves, outcomes = entries, list[int | Exception](range(len(entries)))
+            else:
+                leaves, outcomes = self._batcher.prepare(entries)
+            if not leaves:
+                first, note = self._store.size(), b""
+            else:
+                first, note = self._store.append_batch(leaves, self._sign)
         except Exception as e:
             log.exception("integration failed; the sequencer stops")
             self._failed = e
@@ -197,11 +229,20 @@ class Sequencer:
                 sub.future.set_exception(OperationalError(f"the log could not store it: {e}"))
             self._fail_queued(e)
             return False
-        index = first
+        if self._batcher is not None:
+            self._batcher.committed()
+        position = 0
         for sub in batch:
-            sub.future.set_result(index)
-            index += len(sub.entries)
-        done = Integrated(first, len(entries), note, time.monotonic() - started)
+            mine = outcomes[position : position + len(sub.entries)]
+            position += len(sub.entries)
+            refused = [o for o in mine if isinstance(o, Exception)]
+            if refused:
+                sub.future.set_exception(refused[0])
+            else:
+                sub.future.set_result(first + sum(o for o in mine[:1] if isinstance(o, int)))
+        if not leaves:
+            return True
+        done = Integrated(first, len(leaves), note, time.monotonic() - started)
         for listener in self._listeners:
             try:
                 listener(done)

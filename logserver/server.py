@@ -28,11 +28,13 @@ from prometheus_client import (
 from starlette.responses import Response
 
 from logserver import note, proof, tiles
+from logserver.buildproto import ProtocolViolation
 from logserver.checkpoint import Checkpoint
 from logserver.cosignature import CosignatureVerifier
 from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
 from logserver.network import NetworkConfig
 from logserver.problems import ProblemError, install_handlers, problem, read_body
+from logserver.protocol_log import ProtocolBatcher, protocol_config
 from logserver.sequencer import Integrated, QueueFull, Sequencer
 from logserver.storage import LogStore
 
@@ -111,12 +113,18 @@ class LogService:
         self.store = LogStore(config.data_dir, self.origin)
         self.metrics = Metrics()
         self.metrics.tree_size.set(self.store.size())
+        self.protocol: ProtocolBatcher | None = None
+        if config.network is not None and config.network.entries == "protocol":
+            self.protocol = ProtocolBatcher(
+                protocol_config(config.network), config.signer, self.store
+            )
         self.sequencer = Sequencer(
             self.store,
             self._sign_checkpoint,
             max_batch=config.max_batch,
             max_delay=config.max_delay,
             max_queue=config.max_queue,
+            batcher=self.protocol,
         )
         self.sequencer.add_listener(self.metrics.on_integrated)
         self.network = config.network
@@ -233,6 +241,15 @@ def create_app(service: LogService) -> FastAPI:
             index = await asyncio.wrap_future(fut)
         except OperationalError as e:
             raise ProblemError(503, str(e), {"Retry-After": "5"}) from e
+        except ProtocolViolation as e:  # a well-formed entry the build protocol refuses
+            metrics.rejected.labels("protocol").inc()
+            raise ProblemError(409, str(e), {"X-Protocol-Rule": e.rule}) from e
+        except FormatError as e:
+            metrics.rejected.labels("invalid").inc()
+            raise ProblemError(400, str(e)) from e
+        except VerificationError as e:
+            metrics.rejected.labels("invalid").inc()
+            raise ProblemError(403, str(e)) from e
         return _json({"index": index})
 
     @app.get("/checkpoint")

@@ -63,8 +63,14 @@ def serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_level)
     log.setLevel(logging.INFO)  # the "serving" line tells launchers the port, at any level
     signer = read_signer(args.key)
+    network = NetworkConfig.parse(Path(args.network).read_bytes()) if args.network else None
     check: EntryCheck
-    if args.open:
+    if network is not None:
+        # The config decides what entries are, so that the log and its witnesses agree.
+        if args.accept or (args.open and network.entries != "open"):
+            raise UsageError(f"the network config says the log's entries are {network.entries!r}")
+        check = accept_any  # protocol entries are checked by the sequencer's batcher
+    elif args.open:
         check = accept_any
     elif args.accept:
         check = accept_signed_notes([read_verifier(v) for v in args.accept])
@@ -79,7 +85,7 @@ def serve(args: argparse.Namespace) -> int:
             check,
             max_batch=args.max_batch,
             max_delay=args.max_delay_ms / 1000,
-            network=NetworkConfig.parse(Path(args.network).read_bytes()) if args.network else None,
+            network=network,
         )
     )
     service.start()

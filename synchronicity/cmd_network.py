@@ -38,6 +38,7 @@ def init_network(
     max_round_ms: int = 30_000,
     builds: BuildRules | None = None,
     ports: list[int] | None = None,
+    entries: str = "protocol",
 ) -> NetworkConfig:
     """Write network.json, the policy and every node's private key under ``directory``.
 
@@ -65,6 +66,7 @@ def init_network(
         f=(witnesses - 1) // 3,
         timeouts=ConsensusTimeouts(round_ms, max(round_ms, max_round_ms)),
         builds=builds or BuildRules(),
+        entries=entries,
     )
     (directory / NETWORK_FILE).write_bytes(config.to_json())
     (directory / POLICY_FILE).write_bytes(config.policy().to_bytes())

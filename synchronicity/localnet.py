@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logserver.network import NetworkConfig
+from logserver.network import BuildRules, NetworkConfig
 from synchronicity.cmd_network import NETWORK_FILE, init_network
 from synchronicity.launcher import ServerProcess, free_ports
 
@@ -21,7 +21,7 @@ class LocalNetwork:
         self.log = ServerProcess(
             ["log", "serve", "--key", str(directory / "log.key"), "--data", str(directory / "log")]
             + ["--network", str(directory / NETWORK_FILE), "--listen", self._listen(0)]
-            + (extra_log_args if extra_log_args is not None else ["--open"])
+            + (extra_log_args or [])
         )
         self.witnesses = [
             ServerProcess(
@@ -34,7 +34,14 @@ class LocalNetwork:
 
     @classmethod
     def create(
-        cls, directory: Path, *, witnesses: int = 4, round_ms: int = 500, max_round_ms: int = 4000
+        cls,
+        directory: Path,
+        *,
+        witnesses: int = 4,
+        round_ms: int = 500,
+        max_round_ms: int = 4000,
+        entries: str = "protocol",
+        builds: BuildRules | None = None,
     ) -> LocalNetwork:
         """A new network config with fresh keys and free ports, under ``directory``."""
         init_network(
@@ -43,6 +50,8 @@ class LocalNetwork:
             ports=free_ports(witnesses + 1),
             round_ms=round_ms,
             max_round_ms=max_round_ms,
+            entries=entries,
+            builds=builds,
         )
         return cls(directory)
 

@@ -88,7 +88,7 @@ def _cosign(signed: bytes, signer: note.Signer) -> bytes:
 
 
 def test_log_publishes_only_quorum_cosigned_checkpoints(tmp_path: Path) -> None:
-    config = init_network(tmp_path)
+    config = init_network(tmp_path, entries="open")
     witnesses = [
         cosignature.load_signer((tmp_path / f"witness-{i}.key").read_text().strip())
         for i in range(1, 5)

@@ -74,7 +74,7 @@ def status(url: str) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_witnesses_survive_kills_and_never_fork(tmp_path: Path) -> None:
-    net = LocalNetwork.create(tmp_path, round_ms=400, max_round_ms=3000).start()
+    net = LocalNetwork.create(tmp_path, round_ms=400, max_round_ms=3000, entries="open").start()
     obs = Observer(net.log_url, net.config.policy())
     threads = [threading.Thread(target=obs.watch), threading.Thread(target=obs.append)]
     for t in threads:
