@@ -39,15 +39,20 @@ def init_network(
     builds: BuildRules | None = None,
     ports: list[int] | None = None,
     entries: str = "protocol",
+    hosts: list[str] | None = None,
 ) -> NetworkConfig:
     """Write network.json, the policy and every node's private key under ``directory``.
 
     The log listens on ``log_port`` and witness i on ``log_port + i``, unless ``ports`` lists
-    the log's port and then each witness's.
+    the log's port and then each witness's. Every node is at ``host``, unless ``hosts`` lists
+    the log's host name and then each witness's (one host a node, as in containers).
     """
     ports = ports or [log_port + i for i in range(witnesses + 1)]
     if len(ports) != witnesses + 1:
         raise UsageError("give one port for the log and one for each witness")
+    hosts = hosts or [host] * (witnesses + 1)
+    if len(hosts) != witnesses + 1 or not all(hosts):
+        raise UsageError("give one host for the log and one for each witness")
     if (witnesses - 1) % 3 or witnesses < 1:
         raise UsageError(f"--witnesses must be 3f+1 (1, 4, 7, 10, ...), not {witnesses}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,10 +63,10 @@ def init_network(
         name = f"witness-{i}.synchronicity.local"
         private, vkey = cosignature.generate_cosignature_key(name)
         _write_private(directory / f"witness-{i}.key", private)
-        infos.append(WitnessInfo(name, vkey, f"http://{host}:{ports[i]}"))
+        infos.append(WitnessInfo(name, vkey, f"http://{hosts[i]}:{ports[i]}"))
     config = NetworkConfig(
         network_id=f"synchronicity-{secrets.token_hex(8)}",
-        log=LogInfo(origin, log_vkey, f"http://{host}:{ports[0]}"),
+        log=LogInfo(origin, log_vkey, f"http://{hosts[0]}:{ports[0]}"),
         witnesses=tuple(infos),
         f=(witnesses - 1) // 3,
         timeouts=ConsensusTimeouts(round_ms, max(round_ms, max_round_ms)),
@@ -71,6 +76,11 @@ def init_network(
     (directory / NETWORK_FILE).write_bytes(config.to_json())
     (directory / POLICY_FILE).write_bytes(config.policy().to_bytes())
     return config
+
+
+def _host_list(text: str | None) -> list[str] | None:
+    """``--hosts log,witness-1,...``: the log's host name, then each witness's, comma-separated."""
+    return [name.strip() for name in text.split(",")] if text else None
 
 
 def init(args: argparse.Namespace) -> int:
@@ -83,6 +93,7 @@ def init(args: argparse.Namespace) -> int:
         host=args.host,
         log_port=args.log_port,
         origin=args.origin,
+        hosts=_host_list(getattr(args, "hosts", None)),
     )
     print(f"network {config.network_id}: log {config.log.origin} at {config.log.url}")
     for i, w in enumerate(config.witnesses, start=1):
