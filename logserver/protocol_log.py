@@ -36,10 +36,12 @@ def protocol_config(network: NetworkConfig) -> ProtocolConfig:
     )
 
 
-def fold(config: ProtocolConfig, store: LogStore, chunk: int = 4096) -> ProtocolState:
-    """The protocol state after every leaf the store holds."""
+def fold(
+    config: ProtocolConfig, store: LogStore, size: int | None = None, chunk: int = 4096
+) -> ProtocolState:
+    """The protocol state after the first ``size`` leaves of the store (default: all)."""
     state = ProtocolState(config)
-    size = store.size()
+    size = store.size() if size is None else size
     for start in range(0, size, chunk):
         for data in store.entries(start, min(size, start + chunk)):
             state.apply_bytes(data)

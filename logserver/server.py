@@ -27,7 +27,8 @@ from prometheus_client import (
 )
 from starlette.responses import Response
 
-from logserver import note, proof, tiles
+from logserver import blobs, note, proof, tiles
+from logserver.blobs import BlobStore
 from logserver.buildproto import ProtocolViolation
 from logserver.checkpoint import Checkpoint
 from logserver.cosignature import CosignatureVerifier
@@ -127,14 +128,19 @@ class LogService:
             batcher=self.protocol,
         )
         self.sequencer.add_listener(self.metrics.on_integrated)
+        self.blobs = BlobStore(config.data_dir / "blobs")
         self.network = config.network
         self.witness_verifiers: dict[str, CosignatureVerifier] = {}
+        self.builder_verifiers: dict[str, note.Verifier] = {}
         self.last_cosigned: dict[str, tuple[int, float]] = {}  # name -> (size, unix time)
         if self.network is not None:
             if self.network.log.vkey != config.signer.vkey:
                 raise UsageError("the log's key is not the one the network config names")
             self.witness_verifiers = {
                 w.name: CosignatureVerifier.from_vkey(w.vkey) for w in self.network.witnesses
+            }
+            self.builder_verifiers = {
+                w.name: note.Verifier(w.name, w.public_key) for w in self.network.witnesses
             }
 
     def _sign_checkpoint(self, cp: Checkpoint) -> bytes:
@@ -163,6 +169,19 @@ class LogService:
         if self.network is not None:
             return self.store.published_size()
         return self.store.size()
+
+    def check_blob_signature(self, name: str, header: str) -> None:
+        """An upload must be signed by a builder of the network: ``<name> <base64 sig>``."""
+        signer, _, encoded = header.partition(" ")
+        verifier = self.builder_verifiers.get(signer)
+        if verifier is None:
+            raise ProblemError(403, "blob uploads need X-Blob-Signature by a network builder")
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise ProblemError(403, "X-Blob-Signature is not base64") from None
+        if not verifier.verify(blobs.upload_message(name), signature):
+            raise ProblemError(403, f"bad blob signature by {signer}")
 
     def add_cosignatures(self, cosigned: bytes) -> int:
         """Take witnesses' cosignatures on a checkpoint this log signed; return the published
@@ -305,6 +324,29 @@ def create_app(service: LogService) -> FastAPI:
             raise ProblemError(403, str(e)) from e
         metrics.cosignatures.inc()
         return _json({"published_size": published})
+
+    @app.put("/blob/{name}")
+    async def put_blob(name: str, request: Request) -> Response:
+        blobs.check_name(name)
+        if service.network is not None:
+            service.check_blob_signature(name, request.headers.get("x-blob-signature", ""))
+        data = await read_body(request, service.blobs.max_blob)
+        try:
+            created = await asyncio.to_thread(service.blobs.put, name, data)
+        except VerificationError as e:
+            raise ProblemError(400, str(e)) from e
+        except OperationalError as e:
+            raise ProblemError(507, str(e)) from e
+        return Response(status_code=201 if created else 200)
+
+    @app.get("/blob/{name}")
+    async def get_blob(name: str) -> Response:
+        data = await asyncio.to_thread(service.blobs.get, blobs.check_name(name))
+        if data is None:
+            raise ProblemError(404, f"no blob {name}")
+        return Response(
+            data, media_type="application/octet-stream", headers={"Cache-Control": IMMUTABLE}
+        )
 
     @app.get("/witnesses")
     async def witnesses() -> Response:

@@ -33,11 +33,14 @@ from logserver.checkpoint import Checkpoint
 from logserver.cosignature import CosignatureSigner
 from logserver.errors import OperationalError, SynchronicityError, VerificationError
 from logserver.network import NetworkConfig
+from logserver.protocol_log import protocol_config
 from logserver.storage import LogStore
 from witness import consensus, envelope
 from witness.consensus import crypto
 from witness.mirror import Mirror
 from witness.state import WitnessState
+from witness.validation import ProtocolValidator
+from witness.worker import BuildWorker, LogWriter
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +189,7 @@ class WitnessNode:
         seed: bytes,
         data_dir: Path,
         *,
-        entry_check: EntryCheck = accept_all_entries,
+        misbehave: str | None = None,
     ) -> None:
         self.network = network
         self.signer = signer
@@ -205,7 +208,6 @@ class WitnessNode:
         )
         self._public_keys = tuple(key for _, key in self.config.replicas)
         self._secret = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
-        self._entry_check = entry_check
         self.idle_ms = max(50, network.timeouts.round_ms // 4)
         self.state = WitnessState(data_dir / "state")
         self.log_client = LogClient(network.log.url)
@@ -215,6 +217,21 @@ class WitnessNode:
         last = self.state.last_commit()
         self._committed_payload = b"" if last is None else last[1]
         self.stats = NodeStats(committed_size=_size_of(self._committed_payload))
+        self._entry_check: EntryCheck = accept_all_entries
+        self.worker: BuildWorker | None = None
+        if network.entries == "protocol":
+            validator = ProtocolValidator(
+                protocol_config(network), self.mirror.store, self.stats.committed_size
+            )
+            self._entry_check = validator.check
+            self.writer = LogWriter(network.log.url, note.Signer(signer.name, seed))
+            self.worker = BuildWorker(
+                signer.name,
+                self.writer,
+                self.mirror.store,
+                data_dir / "worker",
+                misbehave=misbehave,
+            )
         cosigned = self.state.last_cosigned()
         self.stats.cosigned_size = 0 if cosigned is None else cosigned.size
         self.replica = consensus.Replica(
@@ -239,12 +256,17 @@ class WitnessNode:
     # ----- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.worker is not None:
+            self.worker.start()
+            self.worker.committed(self.stats.committed_size)
         for peer in self._peers.values():
             peer.start()
         self._cosignatures.start()
         self._thread.start()
 
     def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
         self._inbox.put(None)
         self._thread.join(10)
         for peer in self._peers.values():
@@ -372,6 +394,8 @@ class WitnessNode:
             log.error("committed checkpoint fails verification", extra={"reason": str(e)})
             return
         self.stats.committed_size = cp.size
+        if self.worker is not None:
+            self.worker.committed(cp.size)
         try:
             fresh = self.state.claim_cosignature(cp)
         except VerificationError as e:

@@ -1,0 +1,58 @@
+"""The witness's check of new log entries before it votes: the build protocol's rules.
+
+The validator keeps the protocol state folded over the longest prefix of the mirror it has
+checked. Validity is prefix-closed (a prefix of a valid log is valid), and the mirror is one
+linear history, so checking entries [start, end) only ever means checking what lies beyond the
+checked prefix. Any leaf that breaks a rule, including a close or verdict that differs from
+what the rules compute, makes the check fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from logserver.buildproto import ProtocolConfig, ProtocolState, validate_leaves
+from logserver.entries import Leaf
+from logserver.errors import SynchronicityError
+from logserver.protocol_log import fold
+from logserver.storage import LogStore
+
+log = logging.getLogger(__name__)
+MAX_SKEW_MS = 30_000
+
+
+class ProtocolValidator:
+    def __init__(
+        self,
+        config: ProtocolConfig,
+        store: LogStore,
+        checked: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # Entries up to ``checked`` (what consensus committed) were checked before; the mirror
+        # may hold more that no vote has covered yet, and those are checked when proposed.
+        self._state: ProtocolState = fold(config, store, checked)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> ProtocolState:
+        return self._state
+
+    def check(self, store: LogStore, start: int, end: int) -> bool:
+        with self._lock:
+            checked = self._state.size
+            if end <= checked:
+                return True
+            try:
+                leaves = [Leaf.parse(data) for data in store.entries(checked, end)]
+                self._state = validate_leaves(
+                    self._state, leaves, int(self._clock() * 1000), MAX_SKEW_MS
+                )
+            except SynchronicityError as e:
+                log.warning("entries break the build protocol", extra={"reason": str(e)})
+                return False
+            return True
