@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logserver.errors import VerificationError
 from tests.consensus_fixtures import make_config, make_qc, signers, timeout, vote
@@ -253,3 +255,53 @@ def test_stale_messages_are_dropped() -> None:
     old = timeout(CONFIG, 1, 1, CONFIG.genesis_qc)
     assert r.on_message(1, old, net.now) == []
     assert r.stats["stale"] >= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 2**16), min_size=50, max_size=300))
+def test_random_schedules_keep_the_invariants(choices: list[int]) -> None:
+    """Any delivery order, drops and timer firings: Persist covers each vote/timeout before
+    it leaves, no replica signs two votes in a round, and commits never diverge."""
+    replicas = [replica(i) for i in range(4)]
+    queue: list[tuple[int, int, object]] = []
+    timers = [0] * 4
+    commits: list[list[bytes]] = [[] for _ in range(4)]
+    votes: dict[tuple[int, int], bytes] = {}
+    now = 0
+
+    def apply(index: int, actions: list[Action]) -> None:
+        durable: SafetyState | None = None
+        for action in actions:
+            if isinstance(action, Persist):
+                durable = action.state
+            elif isinstance(action, Send | Broadcast):
+                message = action.message
+                if isinstance(message, Vote):
+                    assert durable is not None and durable.last_voted_round >= message.round
+                    first = votes.setdefault((index, message.round), message.block_id)
+                    assert first == message.block_id
+                if isinstance(message, Timeout) and message.signer == index:
+                    # A first timeout in a round is covered by a Persist; re-broadcasts are not
+                    # new signatures.
+                    assert replicas[index].safety.highest_timeout_round >= message.round
+                targets = [action.to] if isinstance(action, Send) else range(4)
+                queue.extend((index, to, message) for to in targets if to != index)
+            elif isinstance(action, Commit):
+                commits[index] += [c.block.payload for c in action.blocks]
+            elif isinstance(action, SetTimer):
+                timers[index] = action.deadline_ms
+
+    for i, r in enumerate(replicas):
+        apply(i, r.start(0))
+    for choice in choices:
+        if queue and choice % 8:
+            sender, to, message = queue.pop(choice % len(queue))
+            if choice % 13 == 0:
+                continue  # dropped
+            apply(to, replicas[to].on_message(sender, message, now))  # type: ignore[arg-type]
+        else:
+            index = choice % 4
+            now = max(now, timers[index])
+            apply(index, replicas[index].on_timer(now))
+    longest = max(commits, key=len)
+    assert all(c == longest[: len(c)] for c in commits)
