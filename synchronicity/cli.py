@@ -124,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     wr.add_argument("--data", required=True, help="data directory (LMDB)")
     wr.add_argument("--listen", help="HOST:PORT (default: from the witness's URL)")
     wr.add_argument("--log-level", default="info")
+    wr.add_argument(
+        "--misbehave",
+        choices=["fabricate", "contradict"],
+        help="fault injection for tests: reveal a digest never built, or contradict the commit",
+    )
     wr.set_defaults(func=_lazy("synchronicity.cmd_witness", "run"))
     wit.add_parser(
         "simulate",

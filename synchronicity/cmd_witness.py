@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         url = urlsplit(me.url)
         host, port = url.hostname or "127.0.0.1", url.port or 80
     sock = bind(host, port)
-    node = WitnessNode(network, signer, seed, Path(args.data))
+    node = WitnessNode(network, signer, seed, Path(args.data), misbehave=args.misbehave)
     node.start()
     log.info(
         "witness serving",

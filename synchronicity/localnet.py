@@ -15,7 +15,12 @@ from synchronicity.launcher import ServerProcess, free_ports
 
 
 class LocalNetwork:
-    def __init__(self, directory: Path, extra_log_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        extra_log_args: list[str] | None = None,
+        misbehave: dict[int, str] | None = None,
+    ) -> None:
         self.dir = directory
         self.config = NetworkConfig.parse((directory / NETWORK_FILE).read_bytes())
         self.log = ServerProcess(
@@ -28,6 +33,7 @@ class LocalNetwork:
                 ["witness", "run", "--config", str(directory / NETWORK_FILE)]
                 + ["--key", str(directory / f"witness-{i}.key")]
                 + ["--data", str(directory / f"witness-{i}")]
+                + (["--misbehave", misbehave[i]] if misbehave and i in misbehave else [])
             )
             for i in range(1, self.config.n + 1)
         ]

@@ -6,6 +6,8 @@ network; ``POST /add-checkpoint`` is the C2SP tlog-witness endpoint for other lo
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 from collections.abc import Iterator
 
@@ -15,10 +17,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
+from builder import recipe as recipes
+from logserver.entries import Request as BuildRequest
 from logserver.errors import FormatError, OperationalError, VerificationError
 from logserver.problems import install_handlers, problem, read_body
 from witness.envelope import MAX_MESSAGE
 from witness.node import WitnessNode
+
+MAX_CRATE = 64 << 20
 
 
 class _NodeCollector(Collector):
@@ -72,6 +78,37 @@ def create_app(node: WitnessNode) -> FastAPI:
         except OperationalError as e:
             return problem(503, str(e), headers={"Retry-After": "1"})
         return Response(status_code=204)
+
+    @app.post("/request")
+    async def request_build(request: Request) -> Response:
+        """A client asks this builder to log a build request for a recipe (JSON)."""
+        if node.worker is None:
+            return problem(404, "this network's log takes no build requests")
+        body = await read_body(request, 1 << 20)
+        try:
+            recipe = recipes.from_json(body)
+            entry = BuildRequest(recipe.to_value())
+            index = await asyncio.to_thread(node.writer.add_entry, entry)
+        except FormatError as e:
+            return problem(400, str(e))
+        except OperationalError as e:
+            return problem(502, str(e))
+        doc = {"job": entry.job, "index": index}
+        return Response(json.dumps(doc).encode(), media_type="application/json")
+
+    @app.put("/crate/{sha256}")
+    async def upload_crate(sha256: str, request: Request) -> Response:
+        """A client hands over a local .crate; this builder stores it in the log's blobs."""
+        if node.worker is None:
+            return problem(404, "this network's log takes no build requests")
+        data = await read_body(request, MAX_CRATE)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return problem(400, "the crate's SHA-256 is not the one named")
+        try:
+            await asyncio.to_thread(node.writer.put_blob, data)
+        except OperationalError as e:
+            return problem(502, str(e))
+        return Response(status_code=201)
 
     @app.get("/status")
     async def status() -> Response:
