@@ -21,6 +21,7 @@ from witness.consensus.replica import (
     SetTimer,
 )
 from witness.consensus.safety import SafetyState
+from witness.consensus.types import QuorumCert
 
 CONFIG = make_config(4)
 KEYS = signers(4)
@@ -130,6 +131,18 @@ def test_rejections_are_counted() -> None:
     assert r.on_message(3, forged_vote, 1) == []
     assert r.stats["vote-bad-signature"] == 1
     assert r.on_bytes(3, b"\x02garbage", 1) == []
+    assert r.stats["malformed"] == 1
+
+
+def test_certificate_with_duplicate_signer_is_counted() -> None:
+    r = replica(0)
+    r.start(0)
+    good = make_qc(CONFIG, 1, bytes(32))
+    doubled = QuorumCert(1, bytes(32), (good.signatures[0], *good.signatures[:2]))
+    bad = timeout(CONFIG, 1, 2, doubled)
+    assert r.on_message(1, bad, 5) == []
+    assert r.stats["qc-duplicate-signer"] == 1
+    assert r.on_bytes(1, bad.to_bytes(), 5) == []  # cannot even be decoded
     assert r.stats["malformed"] == 1
 
 

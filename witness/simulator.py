@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     report = run_campaign(campaign, jobs=args.jobs)
     rate = report.scenarios / report.seconds if report.seconds > 0 else 0.0
     faults = f"{args.twins} twin(s)" + (f", Byzantine {args.byzantine}" if args.byzantine else "")
+    faulty_keys = args.twins + (1 if args.byzantine else 0)
+    if faulty_keys > (args.n - 1) // 3:
+        faults += f"; {faulty_keys} faulty keys exceed f={(args.n - 1) // 3}: expect violations"
     print(
         f"n={args.n} ({faults}{', crashes' if args.crash else ''}): {report.scenarios} scenarios "
         f"in {report.seconds:.1f} s ({rate:.1f}/s), {report.commits} commits"
