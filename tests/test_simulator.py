@@ -74,6 +74,9 @@ def test_one_twin_at_n4_is_safe_and_live() -> None:
     assert report.scenarios == 400 and report.commits > 0
     assert report.safety_violations == 0, report.examples
     assert report.liveness_failures == 0, report.examples
+    # After healing, every honest replica commits a block at most a few rounds later.
+    assert 1 <= report.max_recovery_rounds <= 6
+    assert report.max_recovery_ms <= 4 * SimOptions().max_timeout_ms
 
 
 @pytest.mark.slow

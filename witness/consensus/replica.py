@@ -6,6 +6,20 @@ A driver (the HTTP node, or the simulator) feeds :meth:`Replica.on_message` and
 Persist before the vote or timeout that depends on it. The protocol is DiemBFT v4: votes go
 to the next round's leader, timeouts are broadcast, a QC or TC moves the round forward, and a
 missing block is fetched with SyncRequest/SyncResponse.
+
+Driving it, in outline::
+
+    replica = Replica(config, Signer(seed), load_state_or_none(), validate, now(), propose=src)
+    run(replica.start(now()))
+    # then, for each authenticated message from replica `sender`:
+    run(replica.on_bytes(sender, body, now()))
+    # and whenever the last SetTimer deadline passes:
+    run(replica.on_timer(now()))
+
+where ``run`` executes actions in order: Persist -> write ``state.to_bytes()`` durably
+(fsync) before going on; Send/Broadcast -> ``message.to_bytes()`` to one or all other
+replicas; Commit -> co-sign each committed block's payload at its height; SetTimer ->
+(re)arm the single timer.
 """
 
 from __future__ import annotations
