@@ -41,6 +41,12 @@ class NetworkClient:
     def close(self) -> None:
         self.http.close()
 
+    def __enter__(self) -> NetworkClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _check(self, r: httpx.Response, what: str) -> httpx.Response:
         if r.status_code not in (200, 201):
             raise OperationalError(f"{what}: {r.status_code} {r.text[:300]}")
