@@ -66,8 +66,8 @@ class BuiltJob:
 class ProtocolFixture:
     """Signs and sequences protocol leaves; ``time_ms`` is the log's clock."""
 
-    def __init__(self, origin: str = "example.test/log", start_ms: int = 1_700_000_000_000):
-        self.log_signer = Signer(origin, _seed(origin))
+    def __init__(self, log_signer: Signer | None = None, start_ms: int = 1_700_000_000_000):
+        self.log_signer = log_signer or Signer("example.test/log", _seed("example.test/log"))
         self.builders = {name: Signer(name, _seed(name)) for name in BUILDERS}
         config = ProtocolConfig(
             log=self.log_signer.verifier(),
@@ -76,6 +76,7 @@ class ProtocolFixture:
             reveal_deadline_ms=600_000,
         )
         self.state = ProtocolState(config)
+        self.jobs: dict[str, BuiltJob] = {}  # every job so far: older ones may fall due later
         self.time_ms = start_ms
 
     def _leaf(self, entry: e.Entry, signer: Signer) -> bytes:
@@ -106,6 +107,7 @@ class ProtocolFixture:
             request = e.Request(recipe(name, version))
             out.append(self._leaf(request, self.builders["builder-1"]))
             jobs.append(BuiltJob(request.job, name, version, plan))
+            self.jobs[request.job] = jobs[-1]
             mark(jobs[-1], "request")
         self.time_ms += step_ms * 40
         nonces: dict[tuple[str, str], str] = {}
@@ -120,9 +122,8 @@ class ProtocolFixture:
                 )
                 mark(job, f"commit {builder}")
                 self.time_ms += step_ms
-        by_id = {job.job: job for job in jobs}
         for position, job_id in self._due(out):
-            by_id[job_id].leaves["close"] = first_index + position
+            self._mark_due(job_id, first_index + position)
         self.time_ms += step_ms * 5
         for job in jobs:
             if job.plan == "open":
@@ -132,7 +133,7 @@ class ProtocolFixture:
                 mark(job, f"reveal {builder}")
                 self.time_ms += step_ms
         for position, job_id in self._due(out):
-            by_id[job_id].leaves["verdict"] = first_index + position
+            self._mark_due(job_id, first_index + position)
         for job in jobs:
             if job.plan == "not-reproduced":
                 groups = tuple(sorted({self._output(job, b) for b in BUILDERS}))
@@ -141,6 +142,11 @@ class ProtocolFixture:
                 mark(job, "diff-report")
         self.time_ms += step_ms
         return out, jobs
+
+    def _mark_due(self, job_id: str, index: int) -> None:
+        """Record a close or verdict; a job left open earlier may reach its reveal deadline."""
+        job = self.jobs[job_id]
+        job.leaves["verdict" if "close" in job.leaves else "close"] = index
 
     def _output(self, job: BuiltJob, builder: str) -> str:
         if job.plan == "failed":
