@@ -1,0 +1,1 @@
+"""Multi-host deployment: the node container image, compose files and container fault harness."""
