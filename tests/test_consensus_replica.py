@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from logserver.errors import VerificationError
 from tests.consensus_fixtures import make_config, make_qc, signers, timeout, vote
+from witness.consensus.blocktree import CommittedBlock
 from witness.consensus.messages import Proposal, SyncRequest, SyncResponse, Timeout, Vote
 from witness.consensus.replica import (
     Action,
@@ -35,8 +36,22 @@ def valid(parent: bytes, payload: bytes) -> bool:
     return payload == parent or int(payload.split()[0]) == int(parent.split()[0]) + 1
 
 
-def replica(index: int, persisted: SafetyState | None = None) -> Replica:
-    return Replica(CONFIG, KEYS[index], persisted, valid, 0, propose=extend)
+def replica(
+    index: int,
+    persisted: SafetyState | None = None,
+    anchor: CommittedBlock | None = None,
+    keep_rounds: int | None = None,
+) -> Replica:
+    return Replica(
+        CONFIG,
+        KEYS[index],
+        persisted,
+        valid,
+        0,
+        propose=extend,
+        anchor=anchor,
+        keep_rounds=keep_rounds,
+    )
 
 
 def of_type(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg]
@@ -52,6 +67,7 @@ class Net:
         self.timers = [0] * len(replicas)
         self.commits: list[list[bytes]] = [[] for _ in replicas]
         self.persisted: list[SafetyState | None] = [None] * len(replicas)
+        self.anchors: list[CommittedBlock | None] = [None] * len(replicas)
         self.now = 0
 
     def apply(self, index: int, actions: list[Action]) -> None:
@@ -66,6 +82,7 @@ class Net:
                         self.queue.append((index, to, action.message))
             elif isinstance(action, Commit):
                 self.commits[index] += [c.block.payload for c in action.blocks]
+                self.anchors[index] = action.blocks[-1]
             elif isinstance(action, SetTimer):
                 self.timers[index] = action.deadline_ms
 
@@ -318,3 +335,32 @@ def test_random_schedules_keep_the_invariants(choices: list[int]) -> None:
             apply(index, replicas[index].on_timer(now))
     longest = max(commits, key=len)
     assert all(c == longest[: len(c)] for c in commits)
+
+
+def test_pruning_keeps_the_tree_small() -> None:
+    net = Net([replica(i, keep_rounds=8) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(2500)
+    for r in net.replicas:
+        assert r.committed_height >= 150
+        assert len(r.tree) < 8 + 64 + 10  # keep_rounds + commits between prunes + in flight
+    shortest = min(len(c) for c in net.commits)
+    assert all(c[:shortest] == net.commits[0][:shortest] for c in net.commits)
+
+
+def test_restart_from_an_anchor_does_not_refetch_history() -> None:
+    net = Net([replica(i, keep_rounds=8) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(1500)
+    anchor, state = net.anchors[3], net.persisted[3]
+    assert anchor is not None and state is not None and anchor.height > 64
+    net.replicas[3] = restarted = replica(3, state, anchor=anchor, keep_rounds=8)
+    assert restarted.committed_height == anchor.height
+    before = len(net.commits[3])
+    net.apply(3, restarted.start(net.now))
+    net.run(600)
+    assert restarted.committed_height > anchor.height + 5
+    recommitted = net.commits[3][before:]
+    assert recommitted == net.commits[0][anchor.height : anchor.height + len(recommitted)]

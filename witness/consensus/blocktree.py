@@ -1,10 +1,12 @@
-"""The block tree: blocks linked by parent QCs back to genesis, certificates, and commits.
+"""The block tree: blocks linked by parent QCs back to a root, certificates, and commits.
 
 A block enters the tree only when its parent is already there, so every block in the tree has
-a height (genesis = 0). Verified blocks whose parent is still missing (from catch-up) wait in
-a bounded buffer and are linked as soon as the parent arrives. Commits follow the 2-chain
-rule of :class:`~witness.consensus.safety.SafetyRules` and only ever extend the committed
-chain; a commit that would not extend it is refused and counted (it means f was exceeded).
+a height. The root is genesis (height 0) or a committed *anchor* block that the driver kept
+from an earlier Commit; blocks far below the committed one may be pruned. Verified blocks
+whose parent is still missing (from catch-up) wait in a bounded buffer and are linked as soon
+as the parent arrives. Commits follow the 2-chain rule of
+:class:`~witness.consensus.safety.SafetyRules` and only ever extend the committed chain; a
+commit that would not extend it is refused and counted (it means f was exceeded).
 """
 
 from __future__ import annotations
@@ -27,17 +29,23 @@ class CommittedBlock:
 
 
 class BlockTree:
-    def __init__(self, genesis: Block, genesis_qc: QuorumCert, rules: SafetyRules) -> None:
+    def __init__(
+        self, root: Block, root_height: int, root_qc: QuorumCert, rules: SafetyRules
+    ) -> None:
+        """``root`` is genesis (height 0, with the genesis QC) or a committed anchor block."""
         self._rules = rules
-        self._blocks: dict[bytes, Block] = {genesis.id: genesis}
-        self._heights: dict[bytes, int] = {genesis.id: 0}
-        self._certified: set[bytes] = {genesis.id}
+        self._blocks: dict[bytes, Block] = {root.id: root}
+        self._heights: dict[bytes, int] = {root.id: root_height}
+        self._certified: set[bytes] = {root.id}
         self._unlinked: dict[bytes, Block] = {}
         self._children_waiting: dict[bytes, set[bytes]] = {}
-        self.high_qc = genesis_qc
-        self.committed = genesis
-        self.committed_height = 0
+        self.high_qc = root_qc
+        self.committed = root
+        self.committed_height = root_height
         self.conflicting_commits = 0
+
+    def __len__(self) -> int:
+        return len(self._blocks)
 
     def __contains__(self, block_id: bytes) -> bool:
         return block_id in self._blocks
@@ -90,12 +98,30 @@ class BlockTree:
         self._children_waiting.setdefault(block.parent_id, set()).add(block.id)
         return True
 
-    def missing_ancestor(self, block_id: bytes) -> bytes | None:
-        """The first ancestor of an unlinked block that is neither in the tree nor buffered."""
-        current = block_id
+    def missing_ancestor(self, block_id: bytes) -> tuple[bytes, int] | None:
+        """(id, round) of the first ancestor of an unlinked block that is nowhere here."""
+        current, round_ = block_id, -1
         while current in self._unlinked:
-            current = self._unlinked[current].parent_id
-        return None if current in self._blocks else current
+            block = self._unlinked[current]
+            current, round_ = block.parent_id, block.qc.round
+        return None if current in self._blocks else (current, round_)
+
+    def prune(self, keep_rounds: int) -> None:
+        """Forget blocks more than ``keep_rounds`` rounds below the committed block."""
+        floor = self.committed.round - keep_rounds
+        if floor <= 0:
+            return
+        for block_id in [i for i, b in self._blocks.items() if b.round < floor]:
+            del self._blocks[block_id]
+            del self._heights[block_id]
+            self._certified.discard(block_id)
+        for block_id in [i for i, b in self._unlinked.items() if b.round < floor]:
+            del self._unlinked[block_id]
+        self._children_waiting = {
+            parent: children
+            for parent, children in self._children_waiting.items()
+            if any(child in self._unlinked for child in children)
+        }
 
     def ancestors(self, block_id: bytes, limit: int) -> list[Block]:
         """The block and its ancestors, newest first, at most ``limit``, genesis excluded."""

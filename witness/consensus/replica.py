@@ -58,6 +58,7 @@ from witness.consensus.types import Block, NetworkConfig, QuorumCert, TimeoutCer
 PAST_ROUNDS_KEPT = 4
 MAX_WANTED_BLOCKS = 64
 MAX_SYNC_RESPONSE_PAYLOAD = 2 << 20
+PRUNE_EVERY_COMMITS = 64
 
 Validator = Callable[[bytes, bytes], bool]
 PayloadSource = Callable[[bytes, int], bytes]
@@ -115,7 +116,13 @@ class Replica:
         propose: PayloadSource = _repeat_parent,
         leader_of: LeaderElection | None = None,
         rules: SafetyRules = DIEMBFT_V4,
+        anchor: CommittedBlock | None = None,
+        keep_rounds: int | None = None,
     ) -> None:
+        """``anchor``: the last block this replica committed (kept by the driver), so that a
+        restart need not re-fetch history from genesis. ``keep_rounds``: prune blocks that
+        many rounds below the committed one (None keeps everything, which lets peers that
+        restart from their safety state alone re-fetch the whole chain)."""
         self.config = config
         self.index = config.index_of(my_key.public_key)
         self._key = my_key
@@ -126,14 +133,20 @@ class Replica:
         if persisted is not None:
             verify_qc(config, persisted.high_qc)
         self.safety = persisted or SafetyState(0, config.genesis_qc, 0)
-        self.tree = BlockTree(config.genesis, config.genesis_qc, rules)
+        if anchor is None:
+            self.tree = BlockTree(config.genesis, 0, config.genesis_qc, rules)
+        else:
+            verify_block(config, anchor.block)
+            self.tree = BlockTree(anchor.block, anchor.height, anchor.block.qc, rules)
+        self._keep_rounds = keep_rounds
+        self._commits_since_prune = 0
         self.tree.add_qc(self.safety.high_qc)
         self.round = 0
         self._last_round_tc: TimeoutCert | None = None
         self._proposed_round = 0
         self._my_timeout: Timeout | None = None
         self._pending_proposal: Proposal | None = None
-        self._wanted: dict[bytes, int] = {}
+        self._wanted: dict[bytes, tuple[int, int]] = {}  # block id -> (round, attempts)
         self._votes = VoteCollector(config)
         self._timeouts = TimeoutCollector(config)
         self._deadline = now_ms
@@ -146,7 +159,7 @@ class Replica:
         first = max(1, s.last_voted_round, s.highest_timeout_round, s.high_qc.round + 1)
         out = self._enter_round(first, None, now_ms)
         if s.high_qc.block_id not in self.tree:
-            out += self._request_block(s.high_qc.block_id, None)
+            out += self._request_block(s.high_qc.block_id, s.high_qc.round, None)
         return out
 
     def on_bytes(self, sender: int, data: bytes, now_ms: int) -> list[Action]:
@@ -180,10 +193,12 @@ class Replica:
         if now_ms < self._deadline:
             return []
         out = self._local_timeout(now_ms)
-        for block_id in list(self._wanted):
-            attempts = self._wanted[block_id] + 1
-            self._wanted[block_id] = attempts
-            peer = self._peer(attempts)
+        for block_id, (round_, attempts) in list(self._wanted.items()):
+            if block_id in self.tree or round_ <= self.tree.committed.round:
+                del self._wanted[block_id]
+                continue
+            self._wanted[block_id] = (round_, attempts + 1)
+            peer = self._peer(attempts + 1)
             out.append(Send(peer, SyncRequest(block_id, MAX_SYNC_BLOCKS)))
         self._deadline = now_ms + self._round_duration()
         out.append(SetTimer(self._deadline))
@@ -214,7 +229,7 @@ class Replica:
     def _process_qc(self, qc: QuorumCert, source: int | None, now_ms: int) -> list[Action]:
         out: list[Action] = self._commit_actions(self.tree.add_qc(qc))
         if qc.block_id not in self.tree:
-            out += self._request_block(qc.block_id, source)
+            out += self._request_block(qc.block_id, qc.round, source)
         if qc.round >= self.round:
             out += self._enter_round(qc.round + 1, None, now_ms)
         return out
@@ -238,7 +253,7 @@ class Replica:
         high_qc = self.tree.high_qc
         parent = self.tree.get(high_qc.block_id)
         if parent is None:
-            return self._request_block(high_qc.block_id, None)
+            return self._request_block(high_qc.block_id, high_qc.round, None)
         self._proposed_round = self.round
         payload = self._propose(parent.payload, self.round)
         block = Block.create(
@@ -264,7 +279,7 @@ class Replica:
             return out
         if block.parent_id not in self.tree:
             self._pending_proposal = proposal
-            return out + self._request_block(block.parent_id, sender)
+            return out + self._request_block(block.parent_id, block.qc.round, sender)
         return out + self._vote_on(proposal, now_ms)
 
     def _vote_on(self, proposal: Proposal, now_ms: int) -> list[Action]:
@@ -346,17 +361,21 @@ class Replica:
         peer = (self.index + 1 + attempt % (self.config.n - 1)) % self.config.n
         return peer if self.config.n > 1 else self.index
 
-    def _request_block(self, block_id: bytes, source: int | None) -> list[Action]:
+    def _request_block(self, block_id: bytes, round_: int, source: int | None) -> list[Action]:
+        """Ask for a certified block of ``round_`` (and its ancestors) that is missing."""
         if block_id in self.tree:
             return []
         if self.tree.is_unlinked(block_id):
             missing = self.tree.missing_ancestor(block_id)
             if missing is None:
                 return []
-            block_id = missing
+            block_id, round_ = missing
+        # At or below the committed round a missing block is on a dead fork (or pruned).
+        if round_ <= self.tree.committed.round:
+            return []
         if block_id in self._wanted or len(self._wanted) >= MAX_WANTED_BLOCKS:
             return []
-        self._wanted[block_id] = 0
+        self._wanted[block_id] = (round_, 0)
         peer = source if source is not None and source != self.index else self._peer(0)
         return [Send(peer, SyncRequest(block_id, MAX_SYNC_BLOCKS))]
 
@@ -397,7 +416,7 @@ class Replica:
                 self.stats["sync-buffer-full"] += 1
         out = self._commit_actions(commits)
         if blocks[0].id not in self.tree:
-            return out + self._request_block(blocks[0].id, sender)
+            return out + self._request_block(blocks[0].id, blocks[0].round, sender)
         pending, self._pending_proposal = self._pending_proposal, None
         if pending is not None and pending.block.round == self.round:
             if pending.block.parent_id in self.tree:
@@ -411,9 +430,14 @@ class Replica:
     def _ordered(self, persist: Persist, send: Action) -> list[Action]:
         return [persist, send] if self._rules.persist_before_send else [send, persist]
 
-    @staticmethod
-    def _commit_actions(commits: list[CommittedBlock]) -> list[Action]:
-        return [Commit(tuple(commits))] if commits else []
+    def _commit_actions(self, commits: list[CommittedBlock]) -> list[Action]:
+        if not commits:
+            return []
+        self._commits_since_prune += len(commits)
+        if self._keep_rounds is not None and self._commits_since_prune >= PRUNE_EVERY_COMMITS:
+            self._commits_since_prune = 0
+            self.tree.prune(self._keep_rounds)
+        return [Commit(tuple(commits))]
 
 
 def _higher(a: QuorumCert, b: QuorumCert) -> QuorumCert:
