@@ -104,6 +104,8 @@ class BuildIndex:
 
         Parsing happens outside the lock, so readers wait only for the cheap bookkeeping.
         """
+        if not leaves:
+            return
         parsed: list[tuple[int, Leaf | None]] = []
         for offset, data in enumerate(leaves):
             try:
