@@ -135,7 +135,7 @@ def checkpoint_rows(service: LogService, sizes: list[int]) -> list[CheckpointRow
                 root=base64.b64encode(Checkpoint.parse(text).root_hash).decode(),
                 cosigners=tuple(sorted(lines)),
                 first_cosigned=min(stamps) if stamps else None,
-                published=quorum == 0 or len(lines) >= quorum,
+                published=None if quorum == 0 else len(lines) >= quorum,
             )
         )
     return rows

@@ -16,6 +16,7 @@ from logserver.dashboard_pages import (
     esc,
     fmt_duration,
     fmt_time,
+    kv_table,
     layout,
     recipe_rows,
     short,
@@ -124,19 +125,19 @@ def _verdict_section(record: BuildRecord, published_size: int) -> str:
         ["agreeing", esc(", ".join(v.agreeing)) or "—"],
     ]
     for g in v.groups:
-        rows.append([f"group {short(g.output_digest)}", esc(", ".join(g.builders))])
+        rows.append([f"group {g.output_digest[:16]}…", esc(", ".join(g.builders))])
     for failure in v.failures:
-        rows.append([f"failure of {esc(failure.builder)}", esc(failure.reason)])
+        rows.append([f"failure of {failure.builder}", esc(failure.reason)])
     if v.missing:
         rows.append(["did not reveal", esc(", ".join(v.missing))])
     for e in v.evidence:
         rows.append(
             [
-                f"evidence against {esc(e.builder)}",
+                f"evidence against {e.builder}",
                 f"{esc(e.kind)}: commit #{e.commit_leaf}, reveal #{e.reveal_leaf}",
             ]
         )
-    parts = ["<h2>Verdict</h2>", table(["", ""], rows, "verdict")]
+    parts = ["<h2>Verdict</h2>", kv_table(rows, "verdict")]
     if at.index < published_size:
         parts.append(
             f'<p><a id="proof" href="/proof/tlog?index={at.index}" download>'
@@ -160,7 +161,7 @@ def render_build(
     if record.request is not None:
         at, request = record.request
         parts.append(f"<p>Requested by {esc(at.signer)} at {_leaf(at)}.</p>")
-        parts.append("<h2>Recipe</h2>" + table(["", ""], recipe_rows(request.recipe), "recipe"))
+        parts.append("<h2>Recipe</h2>" + kv_table(recipe_rows(request.recipe), "recipe"))
     parts.append("<h2>Builders</h2>" + _builders_table(record))
     close_time = record.close[0].time if record.close else None
     verdict_time = record.verdict[0].time if record.verdict else None
@@ -185,7 +186,7 @@ def render_build(
     ]
     if record.close is not None:
         timings.insert(2, ["close reason", esc(record.close[1].reason)])
-    parts.append("<h2>Timings</h2>" + table(["", ""], timings, "timings"))
+    parts.append("<h2>Timings</h2>" + kv_table(timings, "timings"))
     parts.append(_verdict_section(record, published_size))
     if record.diff_reports:
         rows = [

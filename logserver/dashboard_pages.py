@@ -30,7 +30,8 @@ main{padding:1em 1.5em;max-width:1200px}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;background:#fff;margin:.5em 0;min-width:50%}
 th,td{border:1px solid #d5d8de;padding:.35em .6em;text-align:left;vertical-align:top}
-th{background:#e9ecf1}code{font-size:.88em;word-break:break-all}
+th{background:#e9ecf1}.kv td:first-child{background:#eef0f4;font-weight:600}
+code{font-size:.88em;word-break:break-all}
 .badge{display:inline-block;padding:.1em .55em;border-radius:.8em;font-weight:600;color:#fff;
 background:#6b7280}
 .reproduced,.ok{background:#16803c}.not-reproduced,.behind{background:#b45309}
@@ -104,6 +105,12 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], table_id: str =
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     ident = f' id="{esc(table_id)}"' if table_id else ""
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def kv_table(rows: Iterable[Sequence[str]], table_id: str) -> str:
+    """A two-column table of labels (escaped here) and HTML values, without a header row."""
+    body = "".join(f"<tr><td>{esc(label)}</td><td>{value}</td></tr>" for label, value in rows)
+    return f'<table class="kv" id="{esc(table_id)}"><tbody>{body}</tbody></table>'
 
 
 def job_link(job: JobSummary) -> str:
@@ -282,7 +289,7 @@ class CheckpointRow:
     root: str  # base64
     cosigners: tuple[str, ...]
     first_cosigned: int | None  # earliest cosignature time, unix seconds
-    published: bool
+    published: bool | None  # None: a log without witnesses publishes every checkpoint
 
 
 def render_checkpoints(
@@ -294,7 +301,7 @@ def render_checkpoints(
             code(r.root),
             esc(", ".join(r.cosigners)) or "—",
             fmt_seconds(r.first_cosigned),
-            "yes" if r.published else "",
+            "—" if r.published is None else "yes" if r.published else "no",
         ]
         for r in rows
     ]
@@ -323,6 +330,8 @@ def recipe_rows(recipe: Mapping[str, Any]) -> list[list[str]]:
     def text(value: object) -> str:
         if value is None:
             return "—"
+        if isinstance(value, bool):
+            return "true" if value else "false"
         if isinstance(value, list):
             return esc(", ".join(str(v) for v in value)) or "(none)"
         return code(value) if isinstance(value, str) and len(value) >= 40 else esc(value)
