@@ -93,7 +93,44 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--policy", required=True, help="tlog-policy file")
     v.add_argument("--proof", required=True, help="c2sp.org/tlog-proof@v1 file")
     v.add_argument("--entry", help="the logged entry (default: the proof's extra data)")
+    v.add_argument(
+        "--artifact",
+        action="append",
+        help="a file that must be a reproduced output of the verdict (repeatable)",
+    )
     v.set_defaults(func=_lazy("synchronicity.cmd_verify", "verify"))
+
+    at = sub.add_parser("attest", help="print a verdict proof as an in-toto Statement v1")
+    at.add_argument("--proof", required=True, help="a verdict proof file")
+    at.add_argument("--policy", required=True, help="tlog-policy file")
+    at.set_defaults(func=_lazy("synchronicity.cmd_verify", "attest"))
+
+    b = sub.add_parser("build", help="build one crate locally in the sandbox")
+    b.add_argument("spec", help="NAME@VERSION, a .crate file, or a recipe JSON file")
+    b.add_argument("--out", help="output directory (default: ./build/NAME-VERSION)")
+    b.set_defaults(func=_lazy("synchronicity.cmd_build", "build"))
+
+    img = sub.add_parser("image", help="the build image").add_subparsers(
+        dest="image_command", required=True, metavar="SUBCOMMAND"
+    )
+    ib = img.add_parser("bootstrap", help="debootstrap and import the build image if needed")
+    ib.set_defaults(func=_lazy("synchronicity.cmd_build", "bootstrap"))
+
+    rb = sub.add_parser(
+        "rebuild", help="rebuild a crate on a network of builders and prove the verdict"
+    )
+    rb.add_argument("spec", help="NAME@VERSION or a local .crate file")
+    rb.add_argument("--network", help="a running network's config (default: a local one)")
+    rb.add_argument("--home", default=".synchronicity", help="local network data directory")
+    rb.add_argument("--out", default=".", help="where to write the proof, policy and artifacts")
+    rb.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    rb.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a verdict")
+    rb.set_defaults(func=_lazy("synchronicity.cmd_rebuild", "rebuild"))
+
+    st = sub.add_parser("status", help="summarise a network's health")
+    st.add_argument("--network", default=".synchronicity/network/network.json")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_lazy("synchronicity.cmd_status", "status"))
 
     m = sub.add_parser("monitor", help="follow a log and check it never forks")
     m.add_argument("--policy", required=True, help="tlog-policy file")

@@ -73,6 +73,13 @@ class NetworkClient:
         body = self._check(r, "requesting the build").json()
         return str(body["job"]), int(body["index"])
 
+    def find_request(self, job: str) -> int | None:
+        """The index of the request for ``job`` if the log already holds one."""
+        for logged in self.leaves(0, self.log_size()):
+            if isinstance(logged.entry, Request) and logged.entry.job == job:
+                return logged.index
+        return None
+
     def log_size(self) -> int:
         r = self._get(f"{self.log_url}/readyz", "reading the log's size")
         return int(r.json()["size"])
