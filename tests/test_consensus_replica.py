@@ -108,9 +108,19 @@ def test_start_leader_proposes_and_persists_before_voting() -> None:
     kinds = [type(a) for a in actions]
     persist_at = kinds.index(Persist)
     vote_at = next(i for i, a in enumerate(actions) if isinstance(a, Send))
-    assert persist_at < vote_at
+    assert persist_at < kinds.index(Broadcast) < vote_at
     assert actions[vote_at].to == 2  # type: ignore[union-attr]
     assert leader.safety.last_voted_round == 1
+
+
+def test_restarted_leader_does_not_propose_twice_in_a_round() -> None:
+    leader = replica(1)
+    actions = leader.start(0)
+    state = next(a.state for a in actions if isinstance(a, Persist))
+    restarted = replica(1, state)
+    again = restarted.start(5)
+    assert not [a for a in again if isinstance(a, Broadcast)]
+    assert restarted.stats["own-proposal-not-voted"] == 1
 
 
 def test_follower_votes_once_and_only_for_valid_payloads() -> None:

@@ -260,8 +260,14 @@ class Replica:
             self.config.network_id, self.round, self.index, high_qc, payload, signer=self._key
         )
         proposal = Proposal(block, self._last_round_tc)
-        out: list[Action] = [Broadcast(proposal)]
-        return out + self._vote_on(proposal, now_ms)
+        # The leader's own vote is persisted before the proposal leaves, so a leader that
+        # restarts can never propose a second, different block for the same round.
+        voting = self._vote_on(proposal, now_ms)
+        persist_at = next((i for i, a in enumerate(voting) if isinstance(a, Persist)), None)
+        if persist_at is None:
+            self.stats["own-proposal-not-voted"] += 1
+            return voting
+        return [*voting[: persist_at + 1], Broadcast(proposal), *voting[persist_at + 1 :]]
 
     def _on_proposal(self, sender: int, proposal: Proposal, now_ms: int) -> list[Action]:
         block, tc = proposal.block, proposal.last_round_tc
