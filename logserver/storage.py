@@ -54,7 +54,11 @@ class _TxnHashReader:
 class LogStore:
     """The on-disk log of one origin."""
 
-    def __init__(self, path: Path, origin: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(
+        self, path: Path, origin: str, map_size: int = DEFAULT_MAP_SIZE, *, metasync: bool = True
+    ) -> None:
+        """``metasync=False`` (for mirrors, which can fetch again) saves one flush per commit:
+        a system crash may then undo the last transaction, but never corrupts the database."""
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._env = lmdb.open(
@@ -63,7 +67,7 @@ class LogStore:
                 max_dbs=8,
                 max_readers=512,
                 sync=True,
-                metasync=True,
+                metasync=metasync,
             )
         except lmdb.Error as e:
             raise OperationalError(f"cannot open the log database in {path}: {e}") from e

@@ -29,7 +29,7 @@ MAX_CATCH_UP = 1 << 20  # entries fetched and appended in one step
 
 class Mirror:
     def __init__(self, path: Path, log_verifier: note.Verifier, fetch: BundleFetcher) -> None:
-        self.store = LogStore(path, log_verifier.name)
+        self.store = LogStore(path, log_verifier.name, metasync=False)
         self._verifier = log_verifier
         self._fetch = fetch
         self._lock = threading.Lock()
