@@ -14,6 +14,7 @@ import base64
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from starlette.responses import HTMLResponse
@@ -21,7 +22,7 @@ from starlette.responses import HTMLResponse
 from logserver.checkpoint import Checkpoint
 from logserver.cosignature import COSIGNATURE_SIZE, cosignature_timestamp
 from logserver.dashboard_build import render_build
-from logserver.dashboard_index import IndexFollower
+from logserver.dashboard_index import MAX_QUERY_CHARS, IndexFollower
 from logserver.dashboard_pages import (
     PAGE_SIZE,
     CheckpointRow,
@@ -38,7 +39,9 @@ from logserver.dashboard_pages import (
 from logserver.entries import Leaf
 from logserver.errors import FormatError
 from logserver.note import NoteSignature, split_note
-from logserver.server import LogService
+
+if TYPE_CHECKING:  # server.py may import this module to register the pages itself
+    from logserver.server import LogService
 
 MAX_JOB_LEAVES = 1000  # a build page shows at most this many of a job's leaves
 MAX_PAGE = 1_000_000
@@ -141,11 +144,13 @@ def checkpoint_rows(service: LogService, sizes: list[int]) -> list[CheckpointRow
     return rows
 
 
-def add_dashboard(app: FastAPI, service: LogService) -> Dashboard:
-    """Register the dashboard's pages and start its index; a second call changes nothing."""
-    existing: Dashboard | None = getattr(app.state, "dashboard", None)
-    if existing is not None:
-        return existing
+def add_dashboard(app: FastAPI, service: LogService) -> None:
+    """Register the dashboard's pages and start its index (kept on ``app.state.dashboard``).
+
+    Fits ``LogConfig.extra_routes``; a second call on the same app changes nothing.
+    """
+    if getattr(app.state, "dashboard", None) is not None:
+        return
     follower = IndexFollower(service.store)
     service.sequencer.add_listener(follower.on_integrated)
     follower.start()
@@ -165,7 +170,7 @@ def add_dashboard(app: FastAPI, service: LogService) -> Dashboard:
         page = _decimal(request, "page", 1, 1, MAX_PAGE)
         if page is None:
             return bad_request(f"page must be a whole number from 1 to {MAX_PAGE}")
-        query = request.query_params.get("q", "")
+        query = request.query_params.get("q", "")[:MAX_QUERY_CHARS]
         found = index.jobs_page((page - 1) * PAGE_SIZE, PAGE_SIZE, query)
         notice = index_notice(service.store.size(), index.size, follower.failure)
         return _html(render_builds(origin, found.jobs, found.total, page, query, notice))
@@ -192,5 +197,3 @@ def add_dashboard(app: FastAPI, service: LogService) -> Dashboard:
         rows = checkpoint_rows(service, sizes[:PAGE_SIZE])
         next_before = sizes[PAGE_SIZE - 1] if len(sizes) > PAGE_SIZE else None
         return _html(render_checkpoints(origin, rows, before or None, next_before))
-
-    return dashboard

@@ -33,10 +33,7 @@ _INDEXED = re.compile(r'<meta name="indexed-size" content="(\d+)">')
 
 
 def _create_app_with_dashboard(service: LogService) -> FastAPI:
-    def routes(app: FastAPI, svc: LogService) -> None:
-        add_dashboard(app, svc)
-
-    service.config.extra_routes.append(routes)
+    service.config.extra_routes.append(add_dashboard)
     return create_app(service)
 
 

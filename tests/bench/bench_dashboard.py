@@ -74,6 +74,14 @@ def store_leaves(data: Path, signer: note.Signer, leaves: list[bytes]) -> float:
     return elapsed
 
 
+def rss_mb(proc: RunnerProcess) -> float:
+    """The server process's resident memory (Linux), index included."""
+    assert proc.proc is not None
+    status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(kib) / 1024
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -129,6 +137,8 @@ def main() -> int:
             figures["startup_index_s"] = time.perf_counter() - started
             print(f"server up and index folded {len(leaves)} leaves in", end=" ")
             print(f"{figures['startup_index_s']:.1f} s")
+            figures["server_rss_mb"] = rss_mb(proc)
+            print(f"server resident memory {figures['server_rss_mb']:.0f} MB")
             sample = rng.sample(jobs, min(len(jobs), 200))
             with httpx.Client(base_url=proc.url, timeout=30) as client:
                 size = len(leaves)
