@@ -18,6 +18,7 @@ from logserver.dashboard_pages import (
     esc,
     fmt_duration,
     fmt_time,
+    index_notice,
     recipe_rows,
     render_builds,
     witness_status,
@@ -191,9 +192,17 @@ def test_witness_status() -> None:
     assert witness_status(5, 900.0, 10, 1000.0) == "behind"
 
 
+def test_pages_say_when_the_index_is_behind_or_stopped() -> None:
+    assert index_notice(10, 10, None) == ""
+    assert "Indexing the log: 4 of 10 entries" in index_notice(10, 4, None)
+    stopped = index_notice(10, 4, "closed <db>")
+    assert "stopped: closed &lt;db&gt;" in stopped
+
+
 def test_recipe_rows_tolerate_any_shape() -> None:
     rows = dict((k, v) for k, v in recipe_rows({"name": ["<x>"], "toolchain": "oops"}))
     assert rows["crate"] == "&lt;x&gt;" and rows["rustc"] == "—"
+    assert dict(recipe_rows({"default_features": False}))["default features"] == "false"
 
 
 def test_build_page_renders_each_plan_escaped() -> None:
