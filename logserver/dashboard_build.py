@@ -134,7 +134,8 @@ def _verdict_section(record: BuildRecord, published_size: int) -> str:
         rows.append(
             [
                 f"evidence against {e.builder}",
-                f"{esc(e.kind)}: commit #{e.commit_leaf}, reveal #{e.reveal_leaf}",
+                f'{esc(e.kind)}: commit <a href="/entry/{e.commit_leaf}">#{e.commit_leaf}</a>, '
+                f'reveal <a href="/entry/{e.reveal_leaf}">#{e.reveal_leaf}</a>',
             ]
         )
     parts = ["<h2>Verdict</h2>", kv_table(rows, "verdict")]

@@ -189,6 +189,8 @@ def test_build_pages(filled: FilledLog) -> None:
             assert "did not reveal" in page and "deadline" in page
         if job.plan == "misbehaviour":
             assert "NO: misbehaviour" in builders[3] and "evidence against builder-4" in page
+            reveal = job.leaves["reveal builder-4"]
+            assert f'reveal <a href="/entry/{reveal}">#{reveal}</a>' in page
         if job.plan == "failed":
             assert "linker &lt;error&gt; &amp; &quot;quotes&quot;" in page
         if job.plan == "not-reproduced":
