@@ -97,6 +97,10 @@ class ProtocolFixture:
     ) -> tuple[list[bytes], list[BuiltJob]]:
         """Leaves of one wave of builds starting at leaf ``first_index``, interleaved as a busy
         log would hold them: all requests, then commits, closes, reveals, verdicts, reports."""
+        assert first_index >= self.state.size, "leaves are numbered as in the log"
+        # Leaves in between are not protocol leaves: number ours as the log does, so that
+        # evidence in verdicts names real leaf indexes.
+        self.state.size = first_index
         out: list[bytes] = []
         jobs: list[BuiltJob] = []
 
