@@ -37,6 +37,8 @@ from logserver.protocol_log import protocol_config
 from logserver.storage import LogStore
 from witness import consensus, envelope
 from witness.consensus import crypto
+from witness.consensus.encoding import Reader, Writer
+from witness.consensus.types import Block
 from witness.mirror import Mirror
 from witness.state import WitnessState
 from witness.validation import ProtocolValidator
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 # Checks the entries [start, end) of the mirror before a vote; the build protocol plugs in here.
 EntryCheck = Callable[[LogStore, int, int], bool]
 MAX_RESPONSE = 16 << 20  # an entry bundle is at most 256 entries of 64 KiB
+KEEP_ROUNDS = 1000  # blocks older than this many rounds are pruned from memory
 
 
 def accept_all_entries(store: LogStore, start: int, end: int) -> bool:
@@ -241,6 +244,8 @@ class WitnessNode:
             self._validate,
             _now_ms(),
             propose=self._propose,
+            anchor=self._load_anchor(),
+            keep_rounds=KEEP_ROUNDS,
         )
         self._inbox: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=4096)
         self._replay = envelope.ReplayGuard()
@@ -380,9 +385,20 @@ class WitnessNode:
             return parent_payload
         return latest
 
+    def _load_anchor(self) -> consensus.CommittedBlock | None:
+        saved = self.state.anchor()
+        if saved is None:
+            return None
+        height, data = saved
+        block = Block.decode(Reader(data, "anchor block"), self.config.network_id)
+        return consensus.CommittedBlock(height, block)
+
     def _on_commit(self, committed: consensus.CommittedBlock) -> None:
         payload = committed.block.payload
         self.stats.commits += 1
+        out = Writer()
+        committed.block.encode(out)
+        self.state.save_anchor(committed.height, out.getvalue())
         if not payload or payload == self._committed_payload:
             return
         self.state.record_commit(committed.height, payload)

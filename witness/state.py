@@ -45,6 +45,19 @@ class WitnessState:
         with self._env.begin(write=True) as txn:
             txn.put(height.to_bytes(8, "big"), payload, db=self._committed)
 
+    def save_anchor(self, height: int, block: bytes) -> None:
+        """The last committed block, so that a restart need not fetch history from genesis."""
+        with self._env.begin(write=True) as txn:
+            txn.put(b"anchor", height.to_bytes(8, "big") + block, db=self._meta)
+
+    def anchor(self) -> tuple[int, bytes] | None:
+        with self._env.begin() as txn:
+            raw = txn.get(b"anchor", db=self._meta)
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        return int.from_bytes(raw[:8], "big"), raw[8:]
+
     def last_commit(self) -> tuple[int, bytes] | None:
         with self._env.begin() as txn:
             cur = txn.cursor(db=self._committed)
