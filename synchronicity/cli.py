@@ -25,6 +25,7 @@ from logserver.errors import (
     UsageError,
     VerificationError,
 )
+from synchronicity.lifetime import die_with_parent
 
 EXIT_OK = 0
 EXIT_VERIFY = 1
@@ -181,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent()  # when started by synchronicity.launcher
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["witness", "simulate"]:  # the simulator parses its own options
         args = argparse.Namespace(

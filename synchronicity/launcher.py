@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from logserver.errors import OperationalError
+from synchronicity.lifetime import PARENT_ENV
 
 
 class ServerProcess:
@@ -39,7 +40,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, **(self.env or {})},
+            env={**os.environ, **(self.env or {}), PARENT_ENV: str(os.getpid())},
         )
         found = threading.Event()
 
