@@ -58,6 +58,12 @@ log = logging.getLogger(__name__)
 MISBEHAVIOURS = ("fabricate", "contradict")
 
 
+def _reason(error: Exception) -> str:
+    """A one-line failure reason for the log (bounded, printable)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return "".join(c for c in text if c.isprintable())[:200]
+
+
 class LogWriter:
     """What a builder writes to the log: signed entries and signed blob uploads."""
 
@@ -202,7 +208,17 @@ class BuildWorker:
             try:
                 self._build_and_commit(request)
             except SynchronicityError as e:
-                log.error("build job failed", extra={"job": request.job, "error": str(e)})
+                # The build could not even run here (sources, Docker, toolchain): commit to
+                # that failure, so the job still closes and the verdict says why.
+                log.exception("build job failed", extra={"job": request.job, "error": str(e)})
+                record = self._record(request.job) or {
+                    "nonce": new_nonce(),
+                    "failure": _reason(e),
+                }
+                try:
+                    self._commit(request.job, record)
+                except SynchronicityError:
+                    log.exception("cannot commit", extra={"job": request.job})
 
     def _build_and_commit(self, request: Request) -> None:
         recipe = recipes.from_value(request.recipe)
@@ -220,17 +236,25 @@ class BuildWorker:
             self._upload_outputs(manifest, out_dir / "artifacts")
             record["digest"] = manifest.output_digest
         else:
-            record["failure"] = str(getattr(result, "reason", "failed"))[:200] or "failed"
+            record["failure"] = str(getattr(result, "reason", None) or "failed")[:200]
         if self.misbehave == "fabricate":
             record = {
                 "nonce": record["nonce"],
                 "digest": hashlib.sha256(os.urandom(32)).hexdigest(),
             }
+        self._commit(request.job, record)
+
+    def _commit(self, job: str, record: dict[str, str]) -> None:
+        """Commit to ``record``'s result; the record is durable before the commit leaves."""
+        if record.get("committed"):
+            return
         committed_digest = record.get("digest") or failure_digest(record["failure"])
-        self._save(request.job, record)  # durable before the commit leaves
-        commitment = compute_commitment(request.job, self.name, committed_digest, record["nonce"])
-        self.writer.add_entry(Commit(request.job, self.name, commitment))
-        log.info("committed", extra={"job": request.job, "digest": committed_digest})
+        self._save(job, record)  # durable before the commit leaves
+        commitment = compute_commitment(job, self.name, committed_digest, record["nonce"])
+        self.writer.add_entry(Commit(job, self.name, commitment))
+        record["committed"] = "yes"
+        self._save(job, record)
+        log.info("committed", extra={"job": job, "digest": committed_digest})
 
     def _upload_outputs(self, manifest: Manifest, artifacts: Path) -> None:
         self.writer.put_blob(manifest.to_json())
