@@ -13,8 +13,11 @@ from logserver.errors import UsageError
 from logserver.network import NetworkConfig
 from synchronicity.cmd_log import bind, parse_listen, run_app
 from witness import simulator
+from witness.addcheckpoint import WitnessedLogs
+from witness.addcheckpoint_http import AddCheckpointHandler
 from witness.app import create_app
 from witness.node import WitnessNode
+from witness.witness_state import WitnessState as AddCheckpointState
 
 log = logging.getLogger("synchronicity.witness")
 
@@ -38,15 +41,22 @@ def run(args: argparse.Namespace) -> int:
         host, port = url.hostname or "127.0.0.1", url.port or 80
     sock = bind(host, port)
     node = WitnessNode(network, signer, seed, Path(args.data), misbehave=args.misbehave)
+    other_logs = WitnessedLogs.from_pairs(
+        [(o.origin, o.vkey) for o in network.other_logs], reserved=[network.log.origin]
+    )
+    add_checkpoint = AddCheckpointHandler(
+        other_logs, [signer], AddCheckpointState(Path(args.data) / "add-checkpoint")
+    )
     node.start()
     log.info(
         "witness serving",
         extra={"witness": signer.name, "listen": f"{host}:{sock.getsockname()[1]}"},
     )
     try:
-        run_app(create_app(node), sock)
+        run_app(create_app(node, add_checkpoint), sock)
     finally:
         node.stop()
+        add_checkpoint.close()
     return 0
 
 

@@ -21,6 +21,7 @@ from builder import recipe as recipes
 from logserver.entries import Request as BuildRequest
 from logserver.errors import FormatError, OperationalError, VerificationError
 from logserver.problems import install_handlers, problem, read_body
+from witness.addcheckpoint_http import AddCheckpointHandler, add_routes
 from witness.envelope import MAX_MESSAGE
 from witness.node import WitnessNode
 
@@ -59,8 +60,10 @@ class _NodeCollector(Collector):
         yield events
 
 
-def create_app(node: WitnessNode) -> FastAPI:
+def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = None) -> FastAPI:
     app = FastAPI(title="Synchronicity witness", docs_url=None, redoc_url=None, openapi_url=None)
+    if add_checkpoint is not None:
+        add_routes(app, add_checkpoint)  # the C2SP tlog-witness endpoint, for other logs
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))
 
