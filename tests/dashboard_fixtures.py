@@ -30,6 +30,11 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+def diff_report_text(job: str) -> bytes:
+    """The blob a job's diff-report entry names (a stand-in for diffoscope's output)."""
+    return f"--- builder-1\n+++ builder-3\n@@ job {job} @@\n-a\n+b\n".encode()
+
+
 def recipe(name: str, version: str) -> dict[str, Any]:
     """A recipe with every field of spec/builds.md (values are made up, the shape is real)."""
     return {
@@ -141,7 +146,8 @@ class ProtocolFixture:
         for job in jobs:
             if job.plan == "not-reproduced":
                 groups = tuple(sorted({self._output(job, b) for b in BUILDERS}))
-                report = e.DiffReport(job.job, _digest("diff report", job.job), groups)
+                digest = hashlib.sha256(diff_report_text(job.job)).hexdigest()
+                report = e.DiffReport(job.job, digest, groups)
                 out.append(self._leaf(report, self.builders["builder-1"]))
                 mark(job, "diff-report")
         self.time_ms += step_ms

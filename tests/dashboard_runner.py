@@ -25,6 +25,7 @@ from logserver.dashboard import add_dashboard
 from logserver.errors import OperationalError
 from logserver.server import LogService, create_app
 from synchronicity import cli, cmd_log
+from synchronicity.lifetime import PARENT_ENV
 from tests.conftest import RunningLog
 from tests.procs import ServerProcess, keygen
 
@@ -48,7 +49,7 @@ class RunnerProcess(ServerProcess):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             cwd=ROOT,
-            env={**os.environ, **(self.env or {})},
+            env={**os.environ, **(self.env or {}), PARENT_ENV: str(os.getpid())},
         )
         found = threading.Event()
 

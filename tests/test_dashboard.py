@@ -24,7 +24,7 @@ from logserver.policy import Policy
 from logserver.proof import TlogProof, verify_proof
 from synchronicity.cmd_network import init_network
 from tests.conftest import RunningLog
-from tests.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture
+from tests.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture, diff_report_text
 from tests.dashboard_runner import RunnerProcess, start_dashboard_log, wait_indexed
 
 HOSTILE_NAME = '<script>alert("pwn")</script>'
@@ -194,7 +194,13 @@ def test_build_pages(filled: FilledLog) -> None:
         if job.plan == "failed":
             assert "linker &lt;error&gt; &amp; &quot;quotes&quot;" in page
         if job.plan == "not-reproduced":
-            assert len(_rows(page, "diffs")) == 1 and '<a href="/blob/' in page
+            assert len(_rows(page, "diffs")) == 1
+            blob = re.search(r'<a href="(/blob/[0-9a-f]{64})">diff report</a>', page)
+            assert blob is not None
+            assert filled.client.get(blob.group(1)).status_code == 404  # not uploaded yet
+            report = diff_report_text(job.job)
+            assert filled.client.put(blob.group(1), content=report).status_code in (200, 201)
+            assert filled.client.get(blob.group(1)).content == report
         else:
             assert 'id="diffs"' not in page
         assert verdict_index < published.size
