@@ -32,6 +32,7 @@ from logserver.blobs import BlobStore
 from logserver.buildproto import ProtocolViolation
 from logserver.checkpoint import Checkpoint
 from logserver.cosignature import CosignatureVerifier
+from logserver.dashboard import add_dashboard
 from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
 from logserver.network import NetworkConfig
 from logserver.problems import ProblemError, install_handlers, problem, read_body
@@ -410,6 +411,7 @@ def create_app(service: LogService) -> FastAPI:
         metrics.queue_depth.set(service.sequencer.queue_depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    add_dashboard(app, service)
     for add_routes in service.config.extra_routes:
         add_routes(app, service)
     return app
