@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from synchronicity.localnet import LocalNetwork
@@ -84,6 +86,13 @@ def test_rebuild_local_binary_crate_and_status(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)
         assert report["log"]["up"] and all(w["up"] for w in report["witnesses"])
+        # The dashboard shows the build that the protocol log recorded.
+        deadline = time.monotonic() + 30
+        while "hello-bin" not in (builds := httpx.get(net.log_url + "/builds").text):
+            assert time.monotonic() < deadline, builds
+            time.sleep(0.2)
+        page = httpx.get(f"{net.log_url}/build/{result['job']}")
+        assert page.status_code == 200 and "reproduced" in page.text
     finally:
         net.stop()
     down = run_cli("status", "--network", str(home / "network" / "network.json"))
