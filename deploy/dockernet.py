@@ -1,14 +1,19 @@
 """A Synchronicity network as Docker containers on a private bridge network (no registry).
 
 ``ContainerNetwork`` runs one log and n witnesses from the node image (``deploy.image``): a
-user-defined bridge network, one named volume a node for its LMDB data, the network config
-and each node's key copied into ``/config`` before start, host names ``log`` and
-``witness-<i>`` as network aliases. Everything it makes carries the label
-``synchronicity.deploy=<run id>`` and ``remove`` deletes it all, whatever state it is in.
+user-defined bridge network (the *mesh*) on which the nodes find each other by the host names
+``log`` and ``witness-<i>`` (network aliases), one named volume a node for its LMDB data, and
+the network config and each node's key copied into ``/config`` before start. A second bridge
+network, *control*, stands for the clients' and operator's path to each node (what published
+ports are in compose): it forbids traffic between containers and gives no host names, so the
+nodes never reach each other through it.
+Everything it makes carries the label ``synchronicity.deploy=<run id>`` and ``remove``
+deletes it all, whatever state it is in.
 
 It is the fault harness of tests/test_deploy_faults.py: ``partition`` and ``heal``
-(disconnect and reconnect a node from the network), ``kill`` (SIGKILL), ``stop`` (SIGTERM)
-and ``start``. Nodes are reached from this machine at their container address on the bridge.
+(disconnect and reconnect a node from the mesh), ``kill`` (SIGKILL), ``stop`` (SIGTERM)
+and ``start``. This machine reaches each node at its address on the control network, so a
+partitioned node can still be asked for its status and a partitioned log still takes entries.
 Containers are created and started, never ``run`` (that could pull).
 """
 
@@ -103,14 +108,22 @@ class ContainerNetwork:
         self.config = NetworkConfig.parse((directory / NETWORK_FILE).read_bytes())
         self.run_id = f"sync-{secrets.token_hex(4)}"
         self.labels = {LABEL_RUN: self.run_id}
-        self.network_name = self.run_id
+        self.mesh = f"{self.run_id}-mesh"
+        self.control = f"{self.run_id}-control"
         self.nodes: dict[str, Node] = {}
 
     def create(self) -> ContainerNetwork:
         """Make the network, volumes and containers (not started). Undo with ``remove``."""
         api = self.client.api
         try:
-            self.client.networks.create(self.network_name, driver="bridge", labels=self.labels)
+            self.client.networks.create(self.mesh, driver="bridge", labels=self.labels)
+            # No traffic between containers on control: only this machine to each node.
+            control = self.client.networks.create(
+                self.control,
+                driver="bridge",
+                labels=self.labels,
+                options={"com.docker.network.bridge.enable_icc": "false"},
+            )
             for index, name in enumerate(node_names(self.config.n)):
                 container_name = f"{self.run_id}-{name}"
                 volume = self.client.volumes.create(container_name, labels=self.labels).name
@@ -119,18 +132,18 @@ class ContainerNetwork:
                     self.image,
                     command=node_command(name, self.config),
                     name=container_name,
-                    hostname=name,
                     labels=self.labels,
                     host_config=api.create_host_config(
-                        network_mode=self.network_name,
+                        network_mode=self.mesh,
                         binds={volume: {"bind": DATA_DIR, "mode": "rw"}},
                         init=False,
                     ),
-                    networking_config={"EndpointsConfig": {self.network_name: endpoint}},
+                    networking_config={"EndpointsConfig": {self.mesh: endpoint}},
                     use_config_proxy=False,
                 )
                 node = Node(name, LOG_PORT + index, str(created["Id"]), str(volume))
                 self.nodes[name] = node
+                control.connect(node.container_id)
                 api.put_archive(node.container_id, CONFIG_DIR, _config_archive(self.dir, name))
         except docker.errors.DockerException as exc:
             raise OperationalError(f"cannot create the container network: {exc}") from exc
@@ -140,12 +153,12 @@ class ContainerNetwork:
         return self.client.containers.get(self.nodes[name].container_id)
 
     def url(self, name: str) -> str:
-        """The node's URL from this machine: its address on the private network."""
+        """The node's URL from this machine: its address on the control network."""
         container = self._container(name)
         networks = container.attrs["NetworkSettings"]["Networks"]
-        address = networks.get(self.network_name, {}).get("IPAddress")
+        address = networks.get(self.control, {}).get("IPAddress")
         if not address:
-            raise OperationalError(f"{name} is not on network {self.network_name}")
+            raise OperationalError(f"{name} has no address on {self.control} (not running?)")
         return f"http://{address}:{self.nodes[name].port}"
 
     def start(self, *names: str, timeout: float = 30.0) -> None:
@@ -178,12 +191,12 @@ class ContainerNetwork:
         self._container(name).stop(timeout=timeout)
 
     def partition(self, name: str) -> None:
-        """Cut the node off the private network (it keeps running, alone)."""
-        self.client.networks.get(self.network_name).disconnect(self.nodes[name].container_id)
+        """Cut the node off the mesh: it keeps running and answering on the control network."""
+        self.client.networks.get(self.mesh).disconnect(self.nodes[name].container_id)
 
     def heal(self, name: str) -> None:
-        """Put the node back on the network under its host name."""
-        network = self.client.networks.get(self.network_name)
+        """Put the node back on the mesh under its host name."""
+        network = self.client.networks.get(self.mesh)
         network.connect(self.nodes[name].container_id, aliases=[name])
 
     def running(self, name: str) -> bool:
