@@ -77,7 +77,7 @@ def node_command(name: str, config: NetworkConfig) -> list[str]:
     return command + ["--data", DATA_DIR, "--listen", f"0.0.0.0:{LOG_PORT + index}"]
 
 
-def _config_archive(directory: Path, name: str) -> bytes:
+def config_archive(directory: Path, name: str) -> bytes:
     """A tar of the files ``name`` needs in /config, owned by the node user."""
     files = [(NETWORK_FILE, 0o644), (POLICY_FILE, 0o644), (f"{name}.key", 0o600)]
     buffer = io.BytesIO()
@@ -144,7 +144,7 @@ class ContainerNetwork:
                 node = Node(name, LOG_PORT + index, str(created["Id"]), str(volume))
                 self.nodes[name] = node
                 control.connect(node.container_id)
-                api.put_archive(node.container_id, CONFIG_DIR, _config_archive(self.dir, name))
+                api.put_archive(node.container_id, CONFIG_DIR, config_archive(self.dir, name))
         except docker.errors.DockerException as exc:
             raise OperationalError(f"cannot create the container network: {exc}") from exc
         return self

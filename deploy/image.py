@@ -61,6 +61,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPOSITORY = "synchronicity-node"
 LABEL_ROOTFS = "synchronicity.rootfs-sha256"
 LABEL_NODE_KEY = "synchronicity.node-build-key"
+LABEL_IMPORTED = "synchronicity.imported-at"  # Unix time of the import (image times are fixed)
+PRUNE_AFTER_SECONDS = 3600
 BASE_CONFIG = ImageConfig(packages=("python3", "python3-venv"))
 VENV = "/opt/synchronicity"
 # The witness is also a builder: its node imports the Docker client (``builder``).
@@ -186,13 +188,17 @@ def ensure_node_image(
 
 
 def prune_node_images(client: docker.DockerClient, keep: NodeImage, progress: Progress) -> None:
-    """Remove older node images that no container uses (each code change makes a new one)."""
+    """Remove node images no container uses, imported over an hour ago (a code change makes a
+    new image; another test session may still be about to use a recent one)."""
     try:
         images = client.images.list(filters={"label": [LABEL_NODE_KEY]})
     except docker.errors.DockerException as exc:
         raise OperationalError(f"cannot list Docker images: {exc}") from exc
     for image in images:
-        if image.id == keep.image_id:
+        created = image.labels.get(LABEL_IMPORTED, "")
+        if image.id == keep.image_id or not created.isdigit():
+            continue
+        if time.time() - int(created) < PRUNE_AFTER_SECONDS:
             continue
         try:
             client.images.remove(str(image.id), noprune=False)
@@ -298,6 +304,7 @@ def _import(client: docker.DockerClient, tar_path: Path, digest: str, key: str) 
     changes = [
         f"LABEL {LABEL_ROOTFS}={digest}",
         f"LABEL {LABEL_NODE_KEY}={key}",
+        f"LABEL {LABEL_IMPORTED}={int(time.time())}",
         f'ENTRYPOINT ["{VENV}/bin/synchronicity"]',
         f"ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "ENV PYTHONDONTWRITEBYTECODE=1",
