@@ -55,7 +55,7 @@ from builder.image import (
 )
 from builder.image import _machine_lock as machine_lock
 from deploy.pins import Installed, lock_text, resolve_pins
-from logserver.errors import OperationalError
+from logserver.errors import FormatError, OperationalError, UsageError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPOSITORY = "synchronicity-node"
@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         image = ensure_node_image(project=Path(args.project))
+    except (FormatError, UsageError) as e:  # the environment does not match the project
+        print(e, file=sys.stderr)
+        return 2
     except OperationalError as e:
         print(e, file=sys.stderr)
         return 3
