@@ -29,7 +29,7 @@ from builder.image import docker_client, ensure_build_image  # noqa: E402
 def remove_build_images() -> None:
     client = docker_client()
     for image in client.images.list(name="synchronicity-build"):
-        client.images.remove(image.id, force=True)
+        client.images.remove(str(image.id), force=True)
 
 
 def rebuild(spec: str, home: Path) -> dict[str, float]:
