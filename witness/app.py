@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from builder import recipe as recipes
@@ -73,6 +74,9 @@ def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = 
     async def consensus_message(request: Request) -> Response:
         try:
             data = await read_body(request, MAX_MESSAGE + 1024)
+        except ClientDisconnect:  # a peer died mid-request: nothing to answer
+            return Response(status_code=204)
+        try:
             node.receive(data)
         except FormatError as e:
             return problem(400, str(e))
