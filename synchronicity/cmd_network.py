@@ -93,7 +93,7 @@ def init(args: argparse.Namespace) -> int:
         host=args.host,
         log_port=args.log_port,
         origin=args.origin,
-        hosts=_host_list(getattr(args, "hosts", None)),
+        hosts=_host_list(args.hosts),
     )
     print(f"network {config.network_id}: log {config.log.origin} at {config.log.url}")
     for i, w in enumerate(config.witnesses, start=1):
