@@ -1,7 +1,8 @@
 """Benchmark of the witness network: add-entry to quorum-cosigned checkpoint, and the simulator.
 
 Run: ``python tests/bench/bench_witness.py [--sizes 4,7,16] [--seconds 10] [--rate 1000]``.
-For each network size n it starts a real log and n witness processes on 127.0.0.1, appends at
+For each network size n it starts a real log and n witness processes on 127.0.0.1, waits for a
+first published checkpoint (the steady state, not start-up, is measured), appends at
 a steady rate from another process, and measures, for every acknowledged entry, the time from
 sending ``POST /add-entry`` to the first published checkpoint (verified against the policy:
 log signature plus a witness quorum) that includes it. Then it runs the consensus simulator
@@ -80,12 +81,27 @@ def _watch(url: str, policy: Policy, stop: threading.Event, seen: list[tuple[int
             time.sleep(0.002)
 
 
+def _warm_up(net: LocalNetwork) -> None:
+    """Measure the steady state: wait until the network has published a first checkpoint."""
+    policy = net.config.policy()
+    with httpx.Client(base_url=net.log_url, timeout=5) as c:
+        c.post("/add-entry", content=b"warm-up")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = c.get("/checkpoint")
+            if r.status_code == 200 and policy.verify_checkpoint(r.content).size >= 1:
+                return
+            time.sleep(0.05)
+    raise SystemExit("the network published nothing within 60 s")
+
+
 def measure(n: int, seconds: float, rate: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix=f"bench-witness-{n}-") as d:
         round_ms = 500 if n <= 7 else 1000
         net = LocalNetwork.create(Path(d), witnesses=n, round_ms=round_ms, entries="open")
         net.start()
         try:
+            _warm_up(net)
             seen: list[tuple[int, float]] = []
             stop = threading.Event()
             watcher = threading.Thread(
