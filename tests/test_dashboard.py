@@ -1,8 +1,8 @@
 """The dashboard's pages over HTTP, against a real log server process holding real protocol leaves.
 
-The log runs through ``tests.dashboard_runner`` (the real ``log serve`` with the dashboard
-added) and is filled with signed build-protocol leaves from ``tests.dashboard_fixtures``, plus
-leaves that are not protocol entries and builds with hostile crate names.
+The log runs as the real ``log serve`` (which serves the dashboard) and is filled with signed
+build-protocol leaves from ``tests.dashboard_fixtures``, plus leaves that are not protocol
+entries and builds with hostile crate names.
 """
 
 from __future__ import annotations
