@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from builder.build import resolve_recipe
@@ -55,6 +56,8 @@ def test_real_crate_reproduced_and_proved(tmp_path: Path) -> None:
             leaf = next(iter(client.leaves(at, at + 1))).leaf.to_bytes()
             verified = verify_proof(client.tlog_proof(at), leaf, policy)
             assert len(verified.cosigners) >= 3
+            metrics = httpx.get(net.config.witnesses[0].url + "/metrics").text
+            assert 'witness_builds_total{outcome="ok"} 1.0' in metrics
     finally:
         net.stop()
 
@@ -84,16 +87,24 @@ def test_unreproducible_fixture_gets_a_diff_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.network
-def test_a_lying_builder_is_outvoted_and_recorded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lie", ["contradict", "fabricate"])
+def test_a_lying_builder_is_outvoted_and_recorded(tmp_path: Path, lie: str) -> None:
     net = LocalNetwork.create(tmp_path / "net")
-    net = LocalNetwork(net.dir, misbehave={4: "contradict"}).start()
+    net = LocalNetwork(net.dir, misbehave={4: lie}).start()
     try:
         with client_of(net) as client:
             _, verdict, _ = run_job(client, "itoa@1.0.11")
             assert verdict.outcome == "reproduced"
             assert "witness-4.synchronicity.local" not in verdict.agreeing
             assert len(verdict.agreeing) == 3
-            assert [e.builder for e in verdict.evidence] == ["witness-4.synchronicity.local"]
+            if lie == "contradict":  # the reveal does not open the commitment: evidence
+                assert [e.builder for e in verdict.evidence] == ["witness-4.synchronicity.local"]
+            else:  # a consistent lie is simply outvoted: a group of its own
+                assert not verdict.evidence
+                liars = [
+                    g.builders for g in verdict.groups if g.output_digest != verdict.output_digest
+                ]
+                assert liars == [("witness-4.synchronicity.local",)]
     finally:
         net.stop()
 

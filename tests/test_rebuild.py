@@ -82,6 +82,16 @@ def test_rebuild_local_binary_crate_and_status(tmp_path: Path) -> None:
 
     net = LocalNetwork(home / "network").start()
     try:
+        # A running network, named with --network: the job is found and proved again.
+        config = str(home / "network" / "network.json")
+        by_config = run_cli(
+            *("rebuild", str(crate), "--network", config, "--out", str(tmp_path / "o2")),
+            timeout=900,
+        )
+        assert by_config.returncode == 0, by_config.stderr
+        assert "already holds this job" in by_config.stderr
+        metrics = httpx.get(net.config.witnesses[0].url + "/metrics").text
+        assert "witness_round" in metrics and "witness_commits_total" in metrics
         status = run_cli("status", "--network", str(home / "network" / "network.json"), "--json")
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)

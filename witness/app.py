@@ -53,6 +53,16 @@ class _NodeCollector(Collector):
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)
+        if node.worker is not None:
+            builds = CounterMetricFamily("witness_builds", "Builds by outcome", labels=["outcome"])
+            builds.add_metric(["ok"], node.worker.stats["builds_ok"])
+            builds.add_metric(["failed"], node.worker.stats["builds_failed"])
+            yield builds
+            yield GaugeMetricFamily(
+                "witness_last_build_seconds",
+                "Wall time of the last build",
+                value=node.worker.stats["last_build_seconds"],
+            )
         events = CounterMetricFamily(
             "witness_consensus_events", "Consensus core events by kind", labels=["kind"]
         )

@@ -26,6 +26,7 @@ import os
 import queue
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,6 +134,11 @@ class BuildWorker:
         self._build = build
         self.misbehave = misbehave
         self._committed_size = 0
+        self.stats: dict[str, float] = {
+            "builds_ok": 0,
+            "builds_failed": 0,
+            "last_build_seconds": 0.0,
+        }
         self._wake = threading.Event()
         self._builds: queue.Queue[Request | None] = queue.Queue()
         self._stopped = False
@@ -211,6 +217,7 @@ class BuildWorker:
                 # The build could not even run here (sources, Docker, toolchain): commit to
                 # that failure, so the job still closes and the verdict says why.
                 log.exception("build job failed", extra={"job": request.job, "error": str(e)})
+                self.stats["builds_failed"] += 1
                 record = self._record(request.job) or {
                     "nonce": new_nonce(),
                     "failure": _reason(e),
@@ -229,7 +236,11 @@ class BuildWorker:
             local_crate.parent.mkdir(parents=True, exist_ok=True)
             local_crate.write_bytes(self.writer.get_blob(recipe.crate_sha256))
         build = self._build or build_crate
+        started = time.monotonic()
         result = build(recipe, out_dir, local_crate=local_crate, progress=lambda line: None)
+        self.stats["last_build_seconds"] = time.monotonic() - started
+        ok = bool(getattr(result, "ok", False))
+        self.stats["builds_ok" if ok else "builds_failed"] += 1
         record: dict[str, str] = {"nonce": new_nonce()}
         manifest = getattr(result, "manifest", None)
         if getattr(result, "ok", False) and isinstance(manifest, Manifest):
