@@ -150,9 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     ni.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
     ni.add_argument("--log-port", type=int, default=8700, help="the log's port; witnesses follow")
     ni.add_argument("--origin", default="synchronicity.local/log", help="the log's origin")
-    ni.add_argument(
-        "--hosts", help="host names, comma-separated: the log's, then each witness's"
-    )
+    ni.add_argument("--hosts", help="host names, comma-separated: the log's, then each witness's")
     ni.add_argument("--force", action="store_true", help="replace an existing config")
     ni.set_defaults(func=_lazy("synchronicity.cmd_network", "init"))
 
