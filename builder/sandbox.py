@@ -178,21 +178,30 @@ def _owner_label() -> str:
 
 
 def remove_leftover_containers(client: docker.DockerClient) -> int:
-    """Remove build containers left by processes of this host that no longer exist."""
+    """Remove build containers left by processes of this host that no longer exist.
+
+    Other processes build at the same time and remove their own containers when done, so the
+    listing uses the low-level API (one request, no per-container inspection that could race
+    with such a removal) and a container that is already gone is simply skipped.
+    """
     removed = 0
     try:
-        containers = client.containers.list(all=True, filters={"label": LABEL_BUILD})
+        containers = client.api.containers(all=True, filters={"label": LABEL_BUILD})
     except docker.errors.DockerException as exc:
         raise OperationalError(f"cannot list containers: {exc}") from exc
     for container in containers:
-        host, _, pid = container.labels.get(LABEL_OWNER, "").partition(":")
+        labels = container.get("Labels") or {}
+        host, _, pid = str(labels.get(LABEL_OWNER, "")).partition(":")
         if host == socket.gethostname() and pid.isdigit() and _process_alive(int(pid)):
             continue
         try:
-            container.remove(force=True)
+            client.api.remove_container(container["Id"], force=True)
             removed += 1
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: its removal is already in progress
+                raise OperationalError(f"cannot remove container: {exc}") from exc
     return removed
 
 

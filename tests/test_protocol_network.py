@@ -47,7 +47,7 @@ def test_real_crate_reproduced_and_proved(tmp_path: Path) -> None:
     try:
         with client_of(net) as client:
             _, verdict, at = run_job(client, "itoa@1.0.11")
-            assert verdict.outcome == "reproduced"
+            assert verdict.outcome == "reproduced", verdict
             assert len(verdict.agreeing) == 4 and verdict.output_digest is not None
             policy = net.config.policy()
             client.wait_published(at, policy, 60)
@@ -94,7 +94,7 @@ def test_a_lying_builder_is_outvoted_and_recorded(tmp_path: Path, lie: str) -> N
     try:
         with client_of(net) as client:
             _, verdict, _ = run_job(client, "itoa@1.0.11")
-            assert verdict.outcome == "reproduced"
+            assert verdict.outcome == "reproduced", verdict
             assert "witness-4.synchronicity.local" not in verdict.agreeing
             assert len(verdict.agreeing) == 3
             if lie == "contradict":  # the reveal does not open the commitment: evidence
