@@ -225,3 +225,25 @@ def test_bad_listen_is_a_usage_error(tmp_path: Path, listen: str) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert json.dumps(listen)[1:-1] in done.stderr
+
+
+def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
+    """Back-pressure, in process: the sequencer is not started, so its queue fills up."""
+    import asyncio
+
+    from logserver.server import LogConfig, LogService, create_app
+
+    signer = note.Signer("example.test/log", bytes(32))
+    service = LogService(LogConfig(tmp_path, signer, max_queue=1))
+    service.sequencer.submit(b"fills the queue")
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://log") as client:
+            return await client.post("/add-entry", content=b"one too many")
+
+    r = asyncio.run(post())
+    assert_problem(r, 503)
+    assert r.headers["retry-after"] == "1"
+    assert "busy" in r.json()["detail"]
+    service.store.close()
