@@ -364,6 +364,18 @@ class TileHashReader:
 # ----- entry bundles ---------------------------------------------------------------------------
 
 
+def entry_bundle_plan(start: int, end: int) -> list[tuple[Tile, int]]:
+    """The entry bundles that hold records start..end-1 of a tree of at least ``end`` records,
+    each with the number of its leading entries that come before ``start``."""
+    plan = []
+    n = start // TILE_WIDTH
+    while n * TILE_WIDTH < end:
+        width = min(TILE_WIDTH, end - n * TILE_WIDTH)
+        plan.append((Tile(ENTRIES_LEVEL, n, width), max(0, start - n * TILE_WIDTH)))
+        n += 1
+    return plan
+
+
 def encode_entry_bundle(entries: Sequence[bytes]) -> bytes:
     """Concatenate 1..256 entries, each prefixed with its length as a big-endian uint16."""
     if not 1 <= len(entries) <= TILE_WIDTH:

@@ -139,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--log", help="log URL (default: the policy's log URL)")
     m.add_argument("--once", action="store_true", help="check once and exit")
     m.add_argument("--interval", type=float, default=5.0, help="seconds between checks")
+    m.add_argument(
+        "--network", help="network config: also replay the build protocol, recompute verdicts"
+    )
     m.set_defaults(func=_lazy("synchronicity.cmd_monitor", "monitor"))
 
     net = sub.add_parser("network", help="network configuration").add_subparsers(

@@ -86,17 +86,11 @@ class NetworkClient:
 
     def leaves(self, start: int, end: int) -> Iterator[Logged]:
         """Leaves start..end-1, read through the entry bundles."""
-        index = start
-        while index < end:
-            n = index // tiles.TILE_WIDTH
-            width = min(tiles.TILE_WIDTH, end - n * tiles.TILE_WIDTH)
-            tile = tiles.Tile(tiles.ENTRIES_LEVEL, n, width)
-            data = self._get(f"{self.log_url}/{tile.path}", "reading entries").content
-            for offset, raw in enumerate(tiles.decode_entry_bundle(data, width)):
-                at = n * tiles.TILE_WIDTH + offset
-                if at >= index:
-                    yield Logged(at, Leaf.parse(raw))
-            index = n * tiles.TILE_WIDTH + width
+        for bundle, skip in tiles.entry_bundle_plan(start, end):
+            data = self._get(f"{self.log_url}/{bundle.path}", "reading entries").content
+            entries = tiles.decode_entry_bundle(data, bundle.width)
+            for offset in range(skip, len(entries)):
+                yield Logged(bundle.n * tiles.TILE_WIDTH + offset, Leaf.parse(entries[offset]))
 
     def follow(
         self, job: str, start: int, timeout: float, progress: Progress

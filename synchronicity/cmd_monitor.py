@@ -10,9 +10,12 @@ from pathlib import Path
 
 import httpx
 
+from logserver import tiles
 from logserver.errors import OperationalError, UsageError
+from logserver.network import NetworkConfig
 from logserver.policy import Policy
-from witness.monitor import Monitor
+from logserver.protocol_log import protocol_config
+from witness.monitor import Monitor, VerdictChecker
 
 MAX_RESPONSE = 1 << 20
 
@@ -38,6 +41,13 @@ class LogClient:
     def checkpoint(self) -> bytes:
         return self._get("/checkpoint")
 
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        out: list[bytes] = []
+        for bundle, skip in tiles.entry_bundle_plan(start, end):
+            data = self._get("/" + bundle.path)
+            out.extend(tiles.decode_entry_bundle(data, bundle.width)[skip:])
+        return out
+
     def consistency(self, old: int, new: int) -> list[bytes]:
         try:
             body = json.loads(self._get(f"/proof/consistency?old={old}&new={new}"))
@@ -52,11 +62,28 @@ def monitor(args: argparse.Namespace) -> int:
     if not url:
         raise UsageError("the policy names no log URL; give --log URL")
     client = LogClient(url)
-    mon = Monitor(policy, Path(args.state), client.checkpoint, client.consistency)
+    verdicts = None
+    if args.network:
+        network = NetworkConfig.parse(Path(args.network).read_bytes())
+        if network.entries != "protocol":
+            raise UsageError("--network: this network's log holds no build-protocol entries")
+        verdicts = VerdictChecker(protocol_config(network))
+    mon = Monitor(
+        policy,
+        Path(args.state),
+        client.checkpoint,
+        client.consistency,
+        verdicts=verdicts,
+        fetch_leaves=client.leaves,
+    )
     while True:
         seen = mon.check_once()
         state = "advanced to" if seen.advanced else "unchanged at"
-        print(f"OK: {seen.checkpoint.origin} {state} size {seen.checkpoint.size}", flush=True)
+        replayed = f"; {len(verdicts.state.jobs)} jobs' verdicts recomputed" if verdicts else ""
+        print(
+            f"OK: {seen.checkpoint.origin} {state} size {seen.checkpoint.size}{replayed}",
+            flush=True,
+        )
         if args.once:
             return 0
         time.sleep(args.interval)

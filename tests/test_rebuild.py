@@ -90,6 +90,13 @@ def test_rebuild_local_binary_crate_and_status(tmp_path: Path) -> None:
         )
         assert by_config.returncode == 0, by_config.stderr
         assert "already holds this job" in by_config.stderr
+        # A monitor replays the protocol log and recomputes its verdict.
+        monitor = run_cli(
+            *("monitor", "--policy", str(home / "network" / "policy"), "--once"),
+            *("--state", str(tmp_path / "monitor"), "--network", config),
+        )
+        assert monitor.returncode == 0, monitor.stderr
+        assert "1 jobs' verdicts recomputed" in monitor.stdout
         metrics = httpx.get(net.config.witnesses[0].url + "/metrics").text
         assert "witness_round" in metrics and "witness_commits_total" in metrics
         status = run_cli("status", "--network", str(home / "network" / "network.json"), "--json")

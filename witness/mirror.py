@@ -89,12 +89,6 @@ class Mirror:
 
     def _fetch_entries(self, start: int, end: int) -> list[bytes]:
         out: list[bytes] = []
-        n = start // tiles.TILE_WIDTH
-        while start + len(out) < end:
-            width = min(tiles.TILE_WIDTH, end - n * tiles.TILE_WIDTH)
-            bundle = tiles.Tile(tiles.ENTRIES_LEVEL, n, width)
-            entries = tiles.decode_entry_bundle(self._fetch(bundle), width)
-            skip = start + len(out) - n * tiles.TILE_WIDTH
-            out.extend(entries[skip:])
-            n += 1
+        for bundle, skip in tiles.entry_bundle_plan(start, end):
+            out.extend(tiles.decode_entry_bundle(self._fetch(bundle), bundle.width)[skip:])
         return out

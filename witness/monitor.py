@@ -1,9 +1,11 @@
-"""A monitor: follow a log's checkpoints and prove that each one extends the last.
+"""A monitor: follow a log's checkpoints, prove each extends the last, recompute every verdict.
 
 The decision is pure (``next_state``): given the last verified checkpoint, a new one and a
 consistency proof, it says whether the new one replaces the old or is evidence of a fork. The
 ``Monitor`` class adds the edges: an HTTP client for the log and an atomically written state file
-holding the last verified checkpoint note.
+holding the last verified checkpoint note. ``VerdictChecker`` (pure) replays a protocol log's
+leaves: it checks they hash to the verified checkpoint and that every close and verdict the log
+wrote is what the build protocol's rules compute.
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logserver import tlog
+from logserver.buildproto import ProtocolConfig, ProtocolState
 from logserver.checkpoint import Checkpoint
-from logserver.errors import ConsistencyError, OperationalError, SynchronicityError
+from logserver.errors import (
+    ConsistencyError,
+    OperationalError,
+    SynchronicityError,
+    VerificationError,
+)
 from logserver.fsutil import atomic_write
 from logserver.policy import Policy
 
@@ -66,6 +74,28 @@ def next_state(
     return Observation(new, new_note, True)
 
 
+class VerdictChecker:
+    """Replays the leaves of a build-protocol log against its verified checkpoints."""
+
+    def __init__(self, config: ProtocolConfig) -> None:
+        self.state = ProtocolState(config)
+        self.tree = tlog.MemoryHashStore()
+
+    @property
+    def size(self) -> int:
+        return self.state.size
+
+    def advance(self, leaves: Sequence[bytes], cp: Checkpoint) -> None:
+        """Apply the leaves after ``size`` up to ``cp.size``; raise on any broken rule."""
+        if self.size + len(leaves) != cp.size:
+            raise ValueError("give exactly the leaves up to the checkpoint")
+        for data in leaves:
+            self.state.apply_bytes(data)  # ProtocolViolation names the rule
+            self.tree.append_record(data)
+        if cp.size and self.tree.tree_hash(cp.size) != cp.root_hash:
+            raise VerificationError("the log's entries do not hash to its checkpoint")
+
+
 # (checkpoint note) and (old, new) -> consistency proof hashes
 FetchCheckpoint = Callable[[], bytes]
 FetchConsistency = Callable[[int, int], list[bytes]]
@@ -78,8 +108,13 @@ class Monitor:
         state_dir: Path,
         fetch_checkpoint: FetchCheckpoint,
         fetch_consistency: FetchConsistency,
+        *,
+        verdicts: VerdictChecker | None = None,
+        fetch_leaves: Callable[[int, int], list[bytes]] | None = None,
     ) -> None:
         self.policy = policy
+        self.verdicts = verdicts
+        self._fetch_leaves = fetch_leaves
         self.state_dir = state_dir
         self._fetch_checkpoint = fetch_checkpoint
         self._fetch_consistency = fetch_consistency
@@ -103,6 +138,11 @@ class Monitor:
         if old is not None and new.size > old.size:
             proof = self._fetch_consistency(old.size, new.size)
         seen = next_state(old, old_note, new, new_note, proof)
+        if self.verdicts is not None and self._fetch_leaves is not None:
+            checked = self.verdicts.size
+            if seen.checkpoint.size > checked:
+                leaves = self._fetch_leaves(checked, seen.checkpoint.size)
+                self.verdicts.advance(leaves, seen.checkpoint)
         if seen.advanced:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.state_dir / STATE_FILE, seen.note)
