@@ -37,7 +37,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _lazy(module: str, function: str) -> Handler:
     def run(args: argparse.Namespace) -> int:
-        handler: Handler = getattr(importlib.import_module(module), function)
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as e:  # a verify-only install lacks the server extras
+            raise OperationalError(
+                f"this command needs {e.name!r}: pip install 'synchronicity[all]'"
+            ) from e
+        handler: Handler = getattr(loaded, function)
         return handler(args)
 
     return run
