@@ -272,6 +272,19 @@ def write_rootfs_tar(root: Path, tar_path: Path) -> None:
                     archive.addfile(info, handle)
 
 
+def import_rootfs(
+    client: docker.DockerClient, tar_path: Path, tag: str, changes: list[str], what: str
+) -> None:
+    """``docker import`` a root file system tar as ``repository:tag`` (never a pull)."""
+    repository, _, version = tag.partition(":")
+    try:
+        client.api.import_image_from_file(
+            str(tar_path), repository=repository, tag=version, changes=changes
+        )
+    except docker.errors.DockerException as exc:
+        raise OperationalError(f"docker import of the {what} failed: {exc}") from exc
+
+
 def _import(
     client: docker.DockerClient, tar_path: Path, digest: str, config: ImageConfig
 ) -> BuildImage:
@@ -282,12 +295,7 @@ def _import(
         f"LABEL synchronicity.suite={config.suite}",
         f"LABEL synchronicity.packages={','.join(sorted(config.packages))}",
     ]
-    try:
-        client.api.import_image_from_file(
-            str(tar_path), repository=IMAGE_REPOSITORY, tag=tag.split(":", 1)[1], changes=changes
-        )
-    except docker.errors.DockerException as exc:
-        raise OperationalError(f"docker import of the build image failed: {exc}") from exc
+    import_rootfs(client, tar_path, tag, changes, "build image")
     found = find_build_image(client, rootfs_sha256=digest, config=config)
     if found is None:
         raise OperationalError(f"imported build image {tag} not found afterwards")

@@ -51,6 +51,7 @@ from builder.image import (
     cache_dir,
     clean_rootfs,
     docker_client,
+    import_rootfs,
     write_rootfs_tar,
 )
 from builder.image import _machine_lock as machine_lock
@@ -313,12 +314,7 @@ def _import(client: docker.DockerClient, tar_path: Path, digest: str, key: str) 
         f"USER {NODE_UID}:{NODE_UID}",
         f"WORKDIR {DATA_DIR}",
     ]
-    try:
-        client.api.import_image_from_file(
-            str(tar_path), repository=IMAGE_REPOSITORY, tag=tag.split(":", 1)[1], changes=changes
-        )
-    except docker.errors.DockerException as exc:
-        raise OperationalError(f"docker import of the node image failed: {exc}") from exc
+    import_rootfs(client, tar_path, tag, changes, "node image")
     found = find_node_image(client, key)
     if found is None:
         raise OperationalError(f"imported node image {tag} not found afterwards")

@@ -190,7 +190,27 @@ class NoteSigner(Protocol):
     def sign(self, msg: bytes) -> bytes: ...
 
 
-class Verifier:
+class _KeyIdentity:
+    """What a signer and a verifier of one key share: its name, key ID and public key."""
+
+    _name: str
+    _key_id: int
+    _public_key: bytes
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def key_id(self) -> int:
+        return self._key_id
+
+    @property
+    def public_key(self) -> bytes:
+        return self._public_key
+
+
+class Verifier(_KeyIdentity):
     """An Ed25519 note verifier (type 0x01), usually built from a vkey text."""
 
     KEY_TYPE: ClassVar[int] = ED25519_KEY_TYPE
@@ -215,18 +235,6 @@ class Verifier:
         if len(parsed.key) != 32:
             raise FormatError("verifier key", "an Ed25519 public key is 32 bytes")
         return cls(parsed.name, parsed.key)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        return self._public_key
 
     @property
     def vkey(self) -> str:
@@ -259,7 +267,7 @@ class Verifier:
         return f"{type(self).__name__}({self.vkey!r})"
 
 
-class Signer:
+class Signer(_KeyIdentity):
     """An Ed25519 note signer (type 0x01), usually built from a private-key text."""
 
     KEY_TYPE: ClassVar[int] = ED25519_KEY_TYPE
@@ -294,18 +302,6 @@ class Signer:
     def from_private_key(cls, text: str) -> Self:
         name, seed = cls._seed_from_private_key(text)
         return cls(name, seed)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        return self._public_key
 
     @property
     def private_key(self) -> str:
