@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from logserver.errors import FormatError
+from logserver.core.errors import FormatError
 
 _CHUNK = 1 << 16
 

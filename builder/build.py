@@ -35,7 +35,7 @@ from builder.recipe import ARTIFACT_KINDS, DEFAULT_TARGET, SOURCE_CRATES_IO, SOU
 from builder.sandbox import SandboxJob, SandboxLimits, remove_leftover_containers, run_in_sandbox
 from builder.sources import CrateStore, prepare_sources
 from builder.toolchain import find_toolchain_dir, toolchain_identity
-from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
+from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError
 
 DEFAULT_TOOLCHAIN = "1.95.0"
 _cleanup_lock = threading.Lock()

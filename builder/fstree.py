@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import canonjson
-from logserver.errors import FormatError
+from logserver.core import canonical_json
+from logserver.core.errors import FormatError
 
 _CHUNK = 1 << 20
 
@@ -47,7 +47,7 @@ class TreeEntry:
             self.sha256,
             self.link_target,
         ]
-        return canonjson.encode(value, "tree entry") + b"\n"
+        return canonical_json.encode(value, "tree entry") + b"\n"
 
 
 def file_sha256(path: Path) -> str:

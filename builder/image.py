@@ -27,8 +27,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from builder import canonjson, fstree
-from logserver.errors import OperationalError
+from builder import fstree
+from logserver.core import canonical_json
+from logserver.core.errors import OperationalError
 
 Progress = Callable[[str], None]
 
@@ -95,7 +96,7 @@ class ImageConfig:
             "suite": self.suite,
             "variant": self.variant,
         }
-        return hashlib.sha256(canonjson.encode(value)).hexdigest()
+        return hashlib.sha256(canonical_json.encode(value)).hexdigest()
 
 
 @dataclass(frozen=True)

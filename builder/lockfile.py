@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from logserver.errors import FormatError
+from logserver.core.errors import FormatError
 
 CRATES_IO_SOURCES = (
     "registry+https://github.com/rust-lang/crates.io-index",

@@ -16,10 +16,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import canonjson
 from builder.fstree import file_sha256
 from builder.recipe import ARTIFACT_KINDS
-from logserver.errors import FormatError
+from logserver.core import canonical_json
+from logserver.core.errors import FormatError
 
 MANIFEST_SCHEMA = "synchronicity/manifest/v1"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -82,7 +82,7 @@ class Manifest:
             "artifacts": [artifact.to_value() for artifact in self.artifacts],
             "schema": MANIFEST_SCHEMA,
         }
-        return canonjson.encode(value, "manifest")
+        return canonical_json.encode(value, "manifest")
 
     @property
     def output_digest(self) -> str:
@@ -98,7 +98,7 @@ class Manifest:
 
 def manifest_from_json(data: bytes) -> Manifest:
     """Parse canonical manifest bytes strictly."""
-    value = canonjson.decode(data, "manifest")
+    value = canonical_json.decode(data, "manifest")
     if not isinstance(value, dict) or set(value) != {"artifacts", "schema"}:
         raise FormatError("manifest", "must have exactly the members artifacts and schema")
     if value["schema"] != MANIFEST_SCHEMA:

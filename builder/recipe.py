@@ -1,8 +1,9 @@
 """The build recipe: everything that pins one reproducible crate build, and its job id.
 
-A recipe is a value: ``to_json`` gives its canonical JSON bytes (see ``builder.canonjson``),
-``from_json`` parses them strictly, and ``job_id`` is the hex SHA-256 of those bytes. Two
-builders that hold the same recipe run the same build; ``spec/builds.md`` documents the fields.
+A recipe is a value: ``to_json`` gives its canonical JSON bytes
+(:mod:`logserver.core.canonical_json`), ``from_json`` parses them strictly, and ``job_id`` is
+the hex SHA-256 of those bytes. Two builders that hold the same recipe run the same build;
+``spec/builds.md`` documents the fields.
 This module is pure: no I/O.
 """
 
@@ -13,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder import canonjson
-from logserver.errors import FormatError
+from logserver.core import canonical_json
+from logserver.core.errors import FormatError
 
 RECIPE_SCHEMA = "synchronicity/recipe/v1"
 ECOSYSTEM_CRATES = "crates"
@@ -23,6 +24,7 @@ SOURCE_LOCAL = "local"
 ARTIFACT_KINDS = ("bin", "cdylib", "rlib", "staticlib")
 DEFAULT_TARGET = "x86_64-unknown-linux-gnu"
 MAX_CARGO_LOCK_BYTES = 1 << 20
+MAX_RECIPE_BYTES = 2 * MAX_CARGO_LOCK_BYTES
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _GIT_COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -94,7 +96,7 @@ class Recipe:
 
     def to_json(self) -> bytes:
         """The canonical encoding: the bytes that are signed, logged and hashed."""
-        return canonjson.encode(self.to_value(), "recipe")
+        return canonical_json.encode(self.to_value(), "recipe")
 
     @property
     def job_id(self) -> str:
@@ -225,4 +227,4 @@ def from_value(value: object) -> Recipe:
 
 def from_json(data: bytes) -> Recipe:
     """Parse canonical recipe bytes strictly (non-canonical bytes are a FormatError)."""
-    return from_value(canonjson.decode(data, "recipe"))
+    return from_value(canonical_json.decode(data, "recipe", max_bytes=MAX_RECIPE_BYTES))

@@ -30,7 +30,7 @@ from docker.models.containers import Container
 from builder.archive import ExtractLimits, safe_extract
 from builder.image import FIXED_EPOCH
 from builder.sources import SANDBOX_DEPS_DIR
-from logserver.errors import OperationalError
+from logserver.core.errors import OperationalError
 
 LABEL_BUILD = "synchronicity.build"
 LABEL_OWNER = "synchronicity.owner"

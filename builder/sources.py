@@ -24,7 +24,7 @@ from builder.archive import safe_extract
 from builder.image import cache_dir
 from builder.lockfile import LockedPackage, parse_cargo_lock, root_package
 from builder.recipe import SOURCE_LOCAL, Recipe
-from logserver.errors import FormatError, OperationalError, UsageError, VerificationError
+from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError
 
 INDEX_URL = "https://index.crates.io/"
 DOWNLOAD_URL = "https://static.crates.io/crates/{name}/{name}-{version}.crate"

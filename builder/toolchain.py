@@ -17,7 +17,7 @@ from pathlib import Path
 from builder import fstree
 from builder.image import cache_dir
 from builder.recipe import Toolchain
-from logserver.errors import FormatError, OperationalError
+from logserver.core.errors import FormatError, OperationalError
 
 
 def find_toolchain_dir(toolchain: str | None = None) -> Path:

@@ -10,7 +10,7 @@ nodes never reach each other through it.
 Everything it makes carries the label ``synchronicity.deploy=<run id>`` and ``remove``
 deletes it all, whatever state it is in.
 
-It is the fault harness of tests/test_deploy_faults.py: ``partition`` and ``heal``
+It is the fault harness of tests/deploy/test_faults.py: ``partition`` and ``heal``
 (disconnect and reconnect a node from the mesh), ``kill`` (SIGKILL), ``stop`` (SIGTERM)
 and ``start``. This machine reaches each node at its address on the control network, so a
 partitioned node can still be asked for its status and a partitioned log still takes entries.
@@ -32,8 +32,8 @@ import docker.models.containers
 import httpx
 
 from deploy.image import CONFIG_DIR, DATA_DIR, NODE_UID
-from logserver.errors import OperationalError
-from logserver.network import NetworkConfig
+from logserver.core.errors import OperationalError
+from logserver.protocol.network import NetworkConfig
 from synchronicity.cmd_network import NETWORK_FILE, POLICY_FILE, init_network
 
 LABEL_RUN = "synchronicity.deploy"
@@ -92,6 +92,9 @@ def config_archive(directory: Path, name: str) -> bytes:
 
 @dataclass
 class Node:
+    """One container of the test network: its name, the port published on 127.0.0.1, the
+    container and the volume that holds its data."""
+
     name: str
     port: int
     container_id: str

@@ -16,13 +16,12 @@
    with ``synchronicity`` as the entry point.
 
 The build key (base configuration, lock and wheel digest) labels the image: the same wheel
-and lock find the same image. Progress goes to stderr. ``python -m deploy.image`` builds it
-and prints the tag. Needs root, ``debootstrap`` and a Docker engine.
+and lock find the same image. Progress goes to stderr. ``synchronicity deploy image`` builds
+it and prints the tag. Needs root, ``debootstrap`` and a Docker engine.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -42,7 +41,7 @@ import docker
 import docker.errors
 from packaging.utils import canonicalize_name
 
-from builder import canonjson, fstree
+from builder import fstree
 from builder.image import (
     FIXED_EPOCH,
     ImageConfig,
@@ -56,7 +55,8 @@ from builder.image import (
 )
 from builder.image import _machine_lock as machine_lock
 from deploy.pins import Installed, lock_text, resolve_pins
-from logserver.errors import FormatError, OperationalError, UsageError
+from logserver.core import canonical_json
+from logserver.core.errors import OperationalError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPOSITORY = "synchronicity-node"
@@ -133,7 +133,7 @@ def build_key(wheel_sha256: str, lock: str) -> str:
         "lock": lock,
         "wheel": wheel_sha256,
     }
-    return hashlib.sha256(canonjson.encode(value)).hexdigest()
+    return hashlib.sha256(canonical_json.encode(value)).hexdigest()
 
 
 def find_node_image(client: docker.DockerClient, key: str) -> NodeImage | None:
@@ -319,25 +319,3 @@ def _import(client: docker.DockerClient, tar_path: Path, digest: str, key: str) 
     if found is None:
         raise OperationalError(f"imported node image {tag} not found afterwards")
     return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m deploy.image", description="build the node image (no registry)"
-    )
-    parser.add_argument("--project", default=str(PROJECT_ROOT), help="the project to install")
-    args = parser.parse_args(argv)
-    try:
-        image = ensure_node_image(project=Path(args.project))
-    except (FormatError, UsageError) as e:  # the environment does not match the project
-        print(e, file=sys.stderr)
-        return 2
-    except OperationalError as e:
-        print(e, file=sys.stderr)
-        return 3
-    print(image.tag)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

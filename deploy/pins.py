@@ -15,7 +15,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from logserver.errors import FormatError, UsageError
+from logserver.core.errors import FormatError, UsageError
 
 
 @dataclass(frozen=True)

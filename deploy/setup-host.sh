@@ -31,5 +31,8 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[$extra]"
-echo "setup: ready (.venv with the [$extra] extra)" >&2
+# Exactly the versions the tests ran with (requirements/compile.sh pins them, with hashes),
+# then the project itself from this work tree.
+.venv/bin/pip install -q --require-hashes -r "requirements/$extra.lock"
+.venv/bin/pip install -q --no-deps -e .
+echo "setup: ready (.venv with the [$extra] extra, locked)" >&2

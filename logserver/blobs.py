@@ -13,7 +13,7 @@ import re
 import threading
 from pathlib import Path
 
-from logserver.errors import FormatError, OperationalError, VerificationError
+from logserver.core.errors import FormatError, OperationalError, VerificationError
 from logserver.fsutil import atomic_write
 
 BLOB_DOMAIN = b"synchronicity/blob/v1\n"
@@ -34,6 +34,9 @@ def upload_message(name: str) -> bytes:
 
 
 class BlobStore:
+    """Content-addressed files under ``root`` (``<2 hex>/<sha256>``), bounded per blob and in
+    total; a name is checked against its bytes on every ``put``."""
+
     def __init__(self, root: Path, max_blob: int = MAX_BLOB, max_total: int = MAX_TOTAL) -> None:
         self.root = root
         self.max_blob = max_blob

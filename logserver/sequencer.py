@@ -22,8 +22,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from logserver.checkpoint import Checkpoint
-from logserver.errors import OperationalError
+from logserver.core.checkpoint import Checkpoint
+from logserver.core.errors import OperationalError
 from logserver.storage import LogStore
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,9 @@ _STOP = object()
 
 
 class Sequencer:
+    """The log's single writer: queues submissions, integrates them in durable batches and
+    resolves each submitter's future only once its batch is on disk."""
+
     def __init__(
         self,
         store: LogStore,

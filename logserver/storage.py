@@ -20,11 +20,11 @@ from typing import Any
 
 import lmdb
 
-from logserver import tiles, tlog
-from logserver.checkpoint import Checkpoint
-from logserver.compact import Frontier
-from logserver.errors import OperationalError, UsageError
-from logserver.note import split_note
+from logserver.core import tiles, tlog
+from logserver.core.checkpoint import Checkpoint
+from logserver.core.compact import Frontier
+from logserver.core.errors import OperationalError, UsageError
+from logserver.core.note import split_note
 
 _U64 = 8
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data arrives.

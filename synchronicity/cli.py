@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
-from logserver.errors import (
+from logserver.core.errors import (
     FormatError,
     OperationalError,
     SynchronicityError,
@@ -33,13 +35,19 @@ EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
 
 Handler = Callable[[argparse.Namespace], int]
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _lazy(module: str, function: str) -> Handler:
     def run(args: argparse.Namespace) -> int:
         try:
             loaded = importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a verify-only install lacks the server extras
+        except ModuleNotFoundError as e:
+            if e.name == "deploy":  # a folder of the repository, not part of the wheel
+                raise OperationalError(
+                    "this command runs from a repository checkout: pip install -e ."
+                ) from e
+            # a verify-only install lacks the server extras
             raise OperationalError(
                 f"this command needs {e.name!r}: pip install 'synchronicity[all]'"
             ) from e
@@ -54,9 +62,25 @@ def _parser() -> argparse.ArgumentParser:
         prog="synchronicity",
         description="Verifiable reproducible builds on a witnessed transparency log.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_group in (
+        _keygen,
+        _log,
+        _note,
+        _verify,
+        _build,
+        _status_and_monitor,
+        _network,
+        _witness,
+        _deploy,
+        _demo,
+    ):
+        add_group(commands)
+    return p
 
-    k = sub.add_parser("keygen", help="make an Ed25519 signed-note key pair")
+
+def _keygen(commands: Commands) -> None:
+    k = commands.add_parser("keygen", help="make an Ed25519 signed-note key pair")
     k.add_argument("name", help="the key name (for a log: its origin)")
     k.add_argument("--out", required=True, help="private key file (the verifier key: FILE.vkey)")
     k.add_argument(
@@ -65,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--force", action="store_true", help="overwrite an existing key file")
     k.set_defaults(func=_lazy("synchronicity.cmd_keys", "keygen"))
 
-    log_cmd = sub.add_parser("log", help="run the log server").add_subparsers(
+
+def _log(commands: Commands) -> None:
+    log_cmd = commands.add_parser("log", help="run the log server").add_subparsers(
         dest="log_command", required=True, metavar="SUBCOMMAND"
     )
     s = log_cmd.add_parser("serve", help="serve a log over HTTP")
@@ -88,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_lazy("synchronicity.cmd_log", "serve"))
 
-    n = sub.add_parser("note", help="signed notes").add_subparsers(
+
+def _note(commands: Commands) -> None:
+    n = commands.add_parser("note", help="signed notes").add_subparsers(
         dest="note_command", required=True, metavar="SUBCOMMAND"
     )
     nv = n.add_parser("verify", help="check a signed note's signature by one key")
@@ -96,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     nv.add_argument("file", nargs="?", help="the note (default: standard input)")
     nv.set_defaults(func=_lazy("synchronicity.cmd_keys", "note_verify"))
 
-    v = sub.add_parser("verify", help="verify a proof file offline against a trust policy")
+
+def _verify(commands: Commands) -> None:
+    v = commands.add_parser("verify", help="verify a proof file offline against a trust policy")
     v.add_argument("--policy", required=True, help="tlog-policy file")
     v.add_argument("--proof", required=True, help="c2sp.org/tlog-proof@v1 file")
     v.add_argument("--entry", help="the logged entry (default: the proof's extra data)")
@@ -107,23 +137,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.set_defaults(func=_lazy("synchronicity.cmd_verify", "verify"))
 
-    at = sub.add_parser("attest", help="print a verdict proof as an in-toto Statement v1")
+    at = commands.add_parser("attest", help="print a verdict proof as an in-toto Statement v1")
     at.add_argument("--proof", required=True, help="a verdict proof file")
     at.add_argument("--policy", required=True, help="tlog-policy file")
     at.set_defaults(func=_lazy("synchronicity.cmd_verify", "attest"))
 
-    b = sub.add_parser("build", help="build one crate locally in the sandbox")
+
+def _build(commands: Commands) -> None:
+    b = commands.add_parser("build", help="build one crate locally in the sandbox")
     b.add_argument("spec", help="NAME@VERSION, a .crate file, or a recipe JSON file")
     b.add_argument("--out", help="output directory (default: ./build/NAME-VERSION)")
     b.set_defaults(func=_lazy("synchronicity.cmd_build", "build"))
 
-    img = sub.add_parser("image", help="the build image").add_subparsers(
+    img = commands.add_parser("image", help="the build image").add_subparsers(
         dest="image_command", required=True, metavar="SUBCOMMAND"
     )
     ib = img.add_parser("bootstrap", help="debootstrap and import the build image if needed")
     ib.set_defaults(func=_lazy("synchronicity.cmd_build", "bootstrap"))
 
-    rb = sub.add_parser(
+    rb = commands.add_parser(
         "rebuild", help="rebuild a crate on a network of builders and prove the verdict"
     )
     rb.add_argument("spec", help="NAME@VERSION or a local .crate file")
@@ -134,12 +166,14 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a verdict")
     rb.set_defaults(func=_lazy("synchronicity.cmd_rebuild", "rebuild"))
 
-    st = sub.add_parser("status", help="summarise a network's health")
+
+def _status_and_monitor(commands: Commands) -> None:
+    st = commands.add_parser("status", help="summarise a network's health")
     st.add_argument("--network", default=".synchronicity/network/network.json")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_lazy("synchronicity.cmd_status", "status"))
 
-    m = sub.add_parser("monitor", help="follow a log and check it never forks")
+    m = commands.add_parser("monitor", help="follow a log and check it never forks")
     m.add_argument("--policy", required=True, help="tlog-policy file")
     m.add_argument("--state", required=True, help="directory for the last verified checkpoint")
     m.add_argument("--log", help="log URL (default: the policy's log URL)")
@@ -150,7 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.set_defaults(func=_lazy("synchronicity.cmd_monitor", "monitor"))
 
-    net = sub.add_parser("network", help="network configuration").add_subparsers(
+
+def _network(commands: Commands) -> None:
+    net = commands.add_parser("network", help="network configuration").add_subparsers(
         dest="network_command", required=True, metavar="SUBCOMMAND"
     )
     ni = net.add_parser("init", help="write a local network config with fresh keys")
@@ -163,7 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     ni.add_argument("--force", action="store_true", help="replace an existing config")
     ni.set_defaults(func=_lazy("synchronicity.cmd_network", "init"))
 
-    wit = sub.add_parser("witness", help="the builder-witness node").add_subparsers(
+
+def _witness(commands: Commands) -> None:
+    wit = commands.add_parser("witness", help="the builder-witness node").add_subparsers(
         dest="witness_command", required=True, metavar="SUBCOMMAND"
     )
     wr = wit.add_parser("run", help="run one witness of a network")
@@ -178,28 +216,121 @@ def _parser() -> argparse.ArgumentParser:
         help="fault injection for tests: reveal a digest never built, or contradict the commit",
     )
     wr.set_defaults(func=_lazy("synchronicity.cmd_witness", "run"))
-    wit.add_parser(
-        "simulate",
-        help="drive the consensus core through a deterministic faulty network (see --help)",
-        add_help=False,
-    )
+    _witness_add_checkpoint(wit)
+    _witness_simulate(wit)
 
-    d = sub.add_parser("demo", help="run a log locally, append, prove and verify")
+
+def _witness_add_checkpoint(witness: Commands) -> None:
+    ac = witness.add_parser(
+        "add-checkpoint",
+        help="a standalone c2sp.org/tlog-witness witness of other logs (POST /add-checkpoint)",
+        description=(
+            "Serve only POST /add-checkpoint for the given logs. Binds HOST:PORT itself (port "
+            '0: any), then prints one JSON line {"listen": ..., "vkeys": [...]} on stderr. '
+            "SIGTERM stops it cleanly (exit 0)."
+        ),
+    )
+    ac.add_argument("--data", required=True, help="directory of the LMDB witness state")
+    ac.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        help="file holding a PRIVATE+KEY cosignature/v1 (type 0x04) key; repeatable",
+    )
+    ac.add_argument(
+        "--log",
+        action="append",
+        nargs=2,
+        metavar=("ORIGIN", "VKEY"),
+        default=[],
+        help="a log to witness and one of its Ed25519 note keys; repeatable",
+    )
+    ac.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any)")
+    ac.add_argument("--max-body", type=int, help="largest request body in bytes (default: 256 KiB)")
+    ac.set_defaults(func=_lazy("synchronicity.cmd_witness", "add_checkpoint"))
+
+
+# The simulator's fault kinds (witness.sim.scenarios.BYZANTINE_KINDS; a test keeps them equal),
+# spelled out so that parsing the command line imports nothing of the witness.
+BYZANTINE_KINDS = (
+    "equivocate",
+    "double-vote",
+    "withhold",
+    "stale-qc",
+    "ghost-qc",
+    "inflated-round",
+    "forged",
+    "fork",
+)
+
+
+def _witness_simulate(witness: Commands) -> None:
+    sim = witness.add_parser(
+        "simulate",
+        help="drive the consensus core through a deterministic faulty network",
+        description="Run seeded Twins-style scenarios of the HotStuff (DiemBFT v4) core.",
+    )
+    sim.add_argument("--n", type=int, default=4, help="replicas, 3f+1 (default 4)")
+    sim.add_argument("--twins", type=int, default=1, help="keys run by two instances")
+    sim.add_argument("--scenarios", type=int, default=1000)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--rounds", type=int, default=8, help="rounds with scheduled faults")
+    sim.add_argument("--partitions", type=int, default=2, help="groups per round (at most)")
+    sim.add_argument("--crash", action="store_true", help="crash and restart replicas")
+    sim.add_argument(
+        "--restart-without-state",
+        action="store_true",
+        help="negative control: restarted replicas forget their persisted safety state",
+    )
+    sim.add_argument("--byzantine", choices=BYZANTINE_KINDS, default=None)
+    sim.add_argument("--drop-rate", type=float, default=0.02)
+    sim.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    sim.set_defaults(func=_lazy("synchronicity.cmd_witness", "simulate"))
+
+
+def _deploy(commands: Commands) -> None:
+    dep = commands.add_parser(
+        "deploy", help="container deployment (from a repository checkout; deploy/README.md)"
+    ).add_subparsers(dest="deploy_command", required=True, metavar="SUBCOMMAND")
+    di = dep.add_parser(
+        "image",
+        help="build the node image (no registry); prints its tag",
+        description="Build the node image (no registry) and print its tag. Needs root, "
+        "debootstrap and a Docker engine.",
+    )
+    di.add_argument("--project", help="the project to install (default: this checkout)")
+    di.set_defaults(func=_lazy("synchronicity.cmd_deploy", "image"))
+
+    dc = dep.add_parser(
+        "config",
+        help="network config for the node containers",
+        description="Write network.json, keys and policy for containers named log, witness-1, "
+        "...; as root, give them to the containers' user (uid 10001).",
+    )
+    dc.add_argument("--dir", required=True, help="where to write network.json, keys, policy")
+    dc.add_argument("--witnesses", type=int, default=4, help="n = 3f+1 (default %(default)s)")
+    dc.add_argument("--round-ms", type=int, default=1000, help="first consensus timeout")
+    dc.add_argument("--max-round-ms", type=int, default=30_000, help="longest timeout")
+    dc.add_argument(
+        "--entries",
+        choices=["protocol", "open"],
+        default="protocol",
+        help="protocol: build-protocol entries only; open: any entry (demos, tests)",
+    )
+    dc.add_argument("--force", action="store_true", help="replace an existing config")
+    dc.set_defaults(func=_lazy("synchronicity.cmd_deploy", "config"))
+
+
+def _demo(commands: Commands) -> None:
+    d = commands.add_parser("demo", help="run a log locally, append, prove and verify")
     d.add_argument("--dir", help="working directory (default: a new temporary one)")
     d.add_argument("--entries", type=int, default=100, help="entries to append")
     d.set_defaults(func=_lazy("synchronicity.cmd_demo", "demo"))
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()  # when started by synchronicity.launcher
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["witness", "simulate"]:  # the simulator parses its own options
-        args = argparse.Namespace(
-            func=_lazy("synchronicity.cmd_witness", "simulate"), simulator_args=argv[2:]
-        )
-    else:
-        args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except VerificationError as e:

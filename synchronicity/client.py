@@ -1,29 +1,41 @@
 """A client of a running network: ask a builder for a rebuild and follow the job in the log.
 
-It reads the log only through its public, verifiable interface: entry bundles (checked against
-the tiles' hashes by the witnesses; here decoded strictly), the published checkpoint (checked
-against the trust policy) and tlog-proof files.
+``BuilderClient`` is the small client of a builder-witness (upload a crate, request a build).
+The log is read only through ``logserver.client.LogClient`` and its public, verifiable
+interface: entry bundles (checked against the tiles' hashes by the witnesses; here decoded
+strictly), the published checkpoint (checked against the trust policy) and tlog-proof files.
+The functions below follow a job on top of it: ``find_request``, ``follow``,
+``wait_published``, and ``describe`` for one line per entry.
+
+Errors: a builder or log that cannot be reached or refuses is an ``OperationalError``; one that
+answers with bytes that do not parse is a ``RemoteError`` (an OperationalError too).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import TracebackType
 
 import httpx
 
 from builder.recipe import Recipe
-from logserver import tiles
-from logserver.entries import Close, Commit, DiffReport, Entry, Leaf, Request, Reveal, Verdict
-from logserver.errors import OperationalError
-from logserver.policy import Policy
+from logserver.client import LogClient
+from logserver.core.errors import FormatError, OperationalError, RemoteError
+from logserver.core.policy import Policy
+from logserver.protocol.entries import Close, Commit, DiffReport, Entry, Request, Reveal, Verdict
+from logserver.protocol.signed import Leaf
 
 Progress = Callable[[str], None]
+MAX_BUILDER_ANSWER = 1 << 20
 
 
 @dataclass(frozen=True)
-class Logged:
+class LoggedEntry:
+    """A build-protocol leaf and its index in the log."""
+
     index: int
     leaf: Leaf
 
@@ -32,104 +44,117 @@ class Logged:
         return self.leaf.entry.entry
 
 
-class NetworkClient:
-    def __init__(self, log_url: str, builder_url: str, timeout: float = 60.0) -> None:
-        self.log_url = log_url.rstrip("/")
+class BuilderClient:
+    """The calls a user makes to a builder-witness: upload a crate, request a build."""
+
+    def __init__(self, builder_url: str, timeout: float = 60.0) -> None:
         self.builder_url = builder_url.rstrip("/")
-        self.http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout)
 
     def close(self) -> None:
-        self.http.close()
+        """Close the connection pool."""
+        self._http.close()
 
-    def __enter__(self) -> NetworkClient:
+    def __enter__(self) -> BuilderClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.close()
 
-    def _check(self, r: httpx.Response, what: str) -> httpx.Response:
-        if r.status_code not in (200, 201):
-            raise OperationalError(f"{what}: {r.status_code} {r.text[:300]}")
-        return r
-
-    def _get(self, url: str, what: str, **params: int) -> httpx.Response:
+    def _send(self, method: str, path: str, content: bytes, what: str) -> bytes:
         try:
-            return self._check(self.http.get(url, params=params or None), what)
+            r = self._http.request(method, self.builder_url + path, content=content)
         except httpx.HTTPError as e:
             raise OperationalError(f"{what}: {e}") from e
+        if r.status_code not in (200, 201):
+            raise OperationalError(f"{what}: {r.status_code} {r.text[:300]}")
+        if len(r.content) > MAX_BUILDER_ANSWER:
+            raise OperationalError(f"{what}: the answer is larger than {MAX_BUILDER_ANSWER} bytes")
+        return r.content
 
     def upload_crate(self, sha256: str, data: bytes) -> None:
-        try:
-            r = self.http.put(f"{self.builder_url}/crate/{sha256}", content=data)
-        except httpx.HTTPError as e:
-            raise OperationalError(f"uploading the crate: {e}") from e
-        self._check(r, "uploading the crate")
+        """Give the builder a local ``.crate`` file, named by its SHA-256."""
+        self._send("PUT", f"/crate/{sha256}", data, "uploading the crate")
 
     def request(self, recipe: Recipe) -> tuple[str, int]:
+        """Ask the builder to log a request for ``recipe``; return (job, index of the request)."""
+        body = self._send("POST", "/request", recipe.to_json(), "requesting the build")
         try:
-            r = self.http.post(f"{self.builder_url}/request", content=recipe.to_json())
-        except httpx.HTTPError as e:
-            raise OperationalError(f"requesting the build: {e}") from e
-        body = self._check(r, "requesting the build").json()
-        return str(body["job"]), int(body["index"])
-
-    def find_request(self, job: str) -> int | None:
-        """The index of the request for ``job`` if the log already holds one."""
-        for logged in self.leaves(0, self.log_size()):
-            if isinstance(logged.entry, Request) and logged.entry.job == job:
-                return logged.index
-        return None
-
-    def log_size(self) -> int:
-        r = self._get(f"{self.log_url}/readyz", "reading the log's size")
-        return int(r.json()["size"])
-
-    def leaves(self, start: int, end: int) -> Iterator[Logged]:
-        """Leaves start..end-1, read through the entry bundles."""
-        for bundle, skip in tiles.entry_bundle_plan(start, end):
-            data = self._get(f"{self.log_url}/{bundle.path}", "reading entries").content
-            entries = tiles.decode_entry_bundle(data, bundle.width)
-            for offset in range(skip, len(entries)):
-                yield Logged(bundle.n * tiles.TILE_WIDTH + offset, Leaf.parse(entries[offset]))
-
-    def follow(
-        self, job: str, start: int, timeout: float, progress: Progress
-    ) -> tuple[list[Logged], Logged]:
-        """Report the job's entries as they appear, until its verdict; return all and it."""
-        seen: list[Logged] = []
-        deadline = time.monotonic() + timeout
-        cursor = start
-        while time.monotonic() < deadline:
-            size = self.log_size()
-            for logged in self.leaves(cursor, size):
-                if getattr(logged.entry, "job", None) != job:
-                    continue
-                seen.append(logged)
-                progress(describe(logged))
-                if isinstance(logged.entry, Verdict):
-                    return seen, logged
-            cursor = size
-            time.sleep(0.2)
-        raise OperationalError(f"no verdict for job {job} within {timeout:.0f} s")
-
-    def wait_published(self, index: int, policy: Policy, timeout: float) -> bytes:
-        """The first quorum-cosigned checkpoint that covers leaf ``index``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r = self.http.get(f"{self.log_url}/checkpoint")
-            if r.status_code == 200 and policy.verify_checkpoint(r.content).size > index:
-                return r.content
-            time.sleep(0.1)
-        raise OperationalError(f"leaf {index} was not published with a witness quorum in time")
-
-    def tlog_proof(self, index: int) -> bytes:
-        return self._get(f"{self.log_url}/proof/tlog", "fetching the proof", index=index).content
-
-    def blob(self, name: str) -> bytes:
-        return self._get(f"{self.log_url}/blob/{name}", f"fetching blob {name}").content
+            answer = json.loads(body)
+            return str(answer["job"]), int(answer["index"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise RemoteError(
+                f"the builder at {self.builder_url}", f"a malformed request answer: {e}"
+            ) from e
 
 
-def describe(logged: Logged) -> str:
+def logged_entries(log: LogClient, start: int, end: int) -> Iterator[LoggedEntry]:
+    """The log's leaves ``start``..``end``-1, parsed as build-protocol leaves."""
+    for index, data in enumerate(log.iter_leaves(start, end), start):
+        try:
+            yield LoggedEntry(index, Leaf.parse(data))
+        except FormatError as e:
+            raise RemoteError(
+                f"the log at {log.url}", f"a leaf {index} that does not parse: {e}"
+            ) from e
+
+
+def find_request(log: LogClient, job: str) -> int | None:
+    """The index of the request for ``job`` if the log already holds one."""
+    for logged in logged_entries(log, 0, log.size()):
+        if isinstance(logged.entry, Request) and logged.entry.job == job:
+            return logged.index
+    return None
+
+
+def follow(
+    log: LogClient, job: str, start: int, timeout: float, progress: Progress
+) -> tuple[list[LoggedEntry], LoggedEntry]:
+    """Report the job's entries as they appear, until its verdict; return all and it."""
+    seen: list[LoggedEntry] = []
+    deadline = time.monotonic() + timeout
+    cursor = start
+    while time.monotonic() < deadline:
+        size = log.size()
+        for logged in logged_entries(log, cursor, size):
+            if getattr(logged.entry, "job", None) != job:
+                continue
+            seen.append(logged)
+            progress(describe(logged))
+            if isinstance(logged.entry, Verdict):
+                return seen, logged
+        cursor = size
+        time.sleep(0.2)
+    raise OperationalError(f"no verdict for job {job} within {timeout:.0f} s")
+
+
+def wait_published(log: LogClient, index: int, policy: Policy, timeout: float) -> bytes:
+    """The first quorum-cosigned checkpoint that covers leaf ``index``.
+
+    Until the deadline, a log that has published nothing yet (404) or cannot be reached is
+    asked again; a checkpoint that does not parse or fails the policy ends the wait.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            checkpoint = log.checkpoint()
+        except RemoteError:
+            raise
+        except OperationalError:
+            checkpoint = None
+        if checkpoint is not None and policy.verify_checkpoint(checkpoint).size > index:
+            return checkpoint
+        time.sleep(0.1)
+    raise OperationalError(f"leaf {index} was not published with a witness quorum in time")
+
+
+def describe(logged: LoggedEntry) -> str:
+    """One line that says what a logged entry is, for progress output."""
     e = logged.entry
     match e:
         case Request():

@@ -12,12 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-
-from logserver import note, proof
-from logserver.errors import OperationalError
-from logserver.policy import Policy
-from synchronicity.cmd_monitor import LogClient
+from logserver.client import LogClient
+from logserver.core import note, proof
+from logserver.core.policy import Policy
 from synchronicity.launcher import ServerProcess
 from witness.monitor import Monitor
 
@@ -53,36 +50,26 @@ def demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, root: Path, signer: note.Signer, url: str) -> int:
     policy = Policy.for_network(signer.vkey, [], 0, log_url=url)
     (root / "policy").write_bytes(policy.to_bytes())
-    monitor = Monitor(
-        policy, root / "monitor", LogClient(url).checkpoint, LogClient(url).consistency
-    )
-    with httpx.Client(base_url=url, timeout=30) as c:
-        indexes = []
-        for i in range(args.entries):
-            r = c.post("/add-entry", content=f"demo entry {i}\n".encode())
-            if r.status_code != 200:
-                raise OperationalError(f"the log refused entry {i}: {r.text}")
-            indexes.append(r.json()["index"])
+    with LogClient(url, timeout=30.0) as log:
+        monitor = Monitor(policy, root / "monitor", log.checkpoint, log.consistency_proof)
+        indexes = [log.add_entry(f"demo entry {i}\n".encode()) for i in range(args.entries)]
         _step(f"appended {len(indexes)} entries at indexes {indexes[0]}..{indexes[-1]}")
         seen = monitor.check_once()
         _step(f"monitor: checkpoint verified at size {seen.checkpoint.size}")
         chosen = indexes[len(indexes) // 2]
-        r = c.get("/proof/tlog", params={"index": chosen})
-        if r.status_code != 200:
-            raise OperationalError(f"the log did not serve a proof: {r.text}")
         proof_path = root / f"entry-{chosen}.tlog-proof"
-        proof_path.write_bytes(r.content)
+        proof_path.write_bytes(log.tlog_proof(chosen))
         _step(f"downloaded {proof_path}")
         for i in range(args.entries):
-            c.post("/add-entry", content=f"more {i}\n".encode())
-    entry = f"demo entry {chosen - indexes[0]}\n".encode()
-    verified = proof.verify_proof(proof_path.read_bytes(), entry, policy)
-    _step(
-        f"verified offline: entry {verified.index} is in {verified.checkpoint.origin} "
-        f"at size {verified.checkpoint.size}"
-    )
-    seen = monitor.check_once()
-    _step(f"monitor: size {seen.checkpoint.size} is consistent with the previous checkpoint")
+            log.add_entry(f"more {i}\n".encode())
+        entry = f"demo entry {chosen - indexes[0]}\n".encode()
+        verified = proof.verify_proof(proof_path.read_bytes(), entry, policy)
+        _step(
+            f"verified offline: entry {verified.index} is in {verified.checkpoint.origin} "
+            f"at size {verified.checkpoint.size}"
+        )
+        seen = monitor.check_once()
+        _step(f"monitor: size {seen.checkpoint.size} is consistent with the previous checkpoint")
     print(f"OK: proof {proof_path} verified; policy {root / 'policy'}")
     print(f"    try: synchronicity verify --policy {root / 'policy'} --proof {proof_path}")
     return 0

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from logserver import note
-from logserver.errors import UsageError
+from logserver.core import note
+from logserver.core.errors import UsageError
 from synchronicity.keys import generate, read_verifier
 
 

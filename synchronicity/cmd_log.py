@@ -10,9 +10,8 @@ from pathlib import Path
 import uvicorn
 
 from logserver import logs
-from logserver.errors import OperationalError, UsageError
-from logserver.network import NetworkConfig
-from logserver.server import (
+from logserver.core.errors import OperationalError, UsageError
+from logserver.http import (
     EntryCheck,
     LogConfig,
     LogService,
@@ -20,6 +19,7 @@ from logserver.server import (
     accept_signed_notes,
     create_app,
 )
+from logserver.protocol.network import NetworkConfig
 from synchronicity.keys import read_signer, read_verifier
 
 log = logging.getLogger("synchronicity.log")

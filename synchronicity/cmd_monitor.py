@@ -3,57 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import time
 from pathlib import Path
 
-import httpx
-
-from logserver import tiles
-from logserver.errors import OperationalError, UsageError
-from logserver.network import NetworkConfig
-from logserver.policy import Policy
-from logserver.protocol_log import protocol_config
+from logserver.client import LogClient
+from logserver.core.errors import UsageError
+from logserver.core.policy import Policy
+from logserver.protocol.fold import protocol_config
+from logserver.protocol.network import NetworkConfig
 from witness.monitor import Monitor, VerdictChecker
-
-MAX_RESPONSE = 1 << 20
-
-
-class LogClient:
-    """The few reads a monitor makes, with bounded responses and clear errors."""
-
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(timeout=timeout)
-
-    def _get(self, path: str) -> bytes:
-        try:
-            r = self._http.get(self.url + path)
-        except httpx.HTTPError as e:
-            raise OperationalError(f"cannot reach the log at {self.url}: {e}") from e
-        if r.status_code != 200:
-            raise OperationalError(f"GET {path}: the log answered {r.status_code}: {r.text[:200]}")
-        if len(r.content) > MAX_RESPONSE:
-            raise OperationalError(f"GET {path}: the answer is larger than {MAX_RESPONSE} bytes")
-        return r.content
-
-    def checkpoint(self) -> bytes:
-        return self._get("/checkpoint")
-
-    def leaves(self, start: int, end: int) -> list[bytes]:
-        out: list[bytes] = []
-        for bundle, skip in tiles.entry_bundle_plan(start, end):
-            data = self._get("/" + bundle.path)
-            out.extend(tiles.decode_entry_bundle(data, bundle.width)[skip:])
-        return out
-
-    def consistency(self, old: int, new: int) -> list[bytes]:
-        try:
-            body = json.loads(self._get(f"/proof/consistency?old={old}&new={new}"))
-            return [base64.b64decode(h, validate=True) for h in body["hashes"]]
-        except (ValueError, KeyError, TypeError) as e:
-            raise OperationalError(f"the log sent a malformed consistency proof: {e}") from e
 
 
 def monitor(args: argparse.Namespace) -> int:
@@ -61,7 +19,7 @@ def monitor(args: argparse.Namespace) -> int:
     url = args.log or policy.logs[0].url
     if not url:
         raise UsageError("the policy names no log URL; give --log URL")
-    client = LogClient(url)
+    client = LogClient(url, timeout=10.0)
     verdicts = None
     if args.network:
         network = NetworkConfig.parse(Path(args.network).read_bytes())
@@ -72,7 +30,7 @@ def monitor(args: argparse.Namespace) -> int:
         policy,
         Path(args.state),
         client.checkpoint,
-        client.consistency,
+        client.consistency_proof,
         verdicts=verdicts,
         fetch_leaves=client.leaves,
     )

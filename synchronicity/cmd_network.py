@@ -7,9 +7,9 @@ import os
 import secrets
 from pathlib import Path
 
-from logserver import cosignature, note
-from logserver.errors import UsageError
-from logserver.network import (
+from logserver.core import cosignature, note
+from logserver.core.errors import UsageError
+from logserver.protocol.network import (
     BuildRules,
     ConsensusTimeouts,
     LogInfo,

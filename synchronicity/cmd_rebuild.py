@@ -20,11 +20,18 @@ from pathlib import Path
 
 from builder.build import resolve_recipe
 from builder.recipe import Recipe
-from logserver import proof
-from logserver.entries import DiffReport, Verdict
-from logserver.network import NetworkConfig
-from logserver.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
-from synchronicity.client import NetworkClient
+from logserver.client import LogClient
+from logserver.core import proof
+from logserver.protocol.entries import DiffReport, Verdict
+from logserver.protocol.network import NetworkConfig
+from logserver.protocol.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
+from synchronicity.client import (
+    BuilderClient,
+    find_request,
+    follow,
+    logged_entries,
+    wait_published,
+)
 from synchronicity.cmd_network import NETWORK_FILE
 from synchronicity.localnet import LocalNetwork
 
@@ -70,22 +77,25 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
     timings["recipe_s"] = time.monotonic() - t
     _say(f"• recipe for {recipe.spec} pinned: job {recipe.job_id}")
     policy = config.policy()
-    with NetworkClient(config.log.url, config.witnesses[0].url) as client:
+    with (
+        LogClient(config.log.url, timeout=60.0) as client,
+        BuilderClient(config.witnesses[0].url) as builder,
+    ):
         if isinstance(spec, Path):
-            client.upload_crate(recipe.crate_sha256, spec.read_bytes())
+            builder.upload_crate(recipe.crate_sha256, spec.read_bytes())
         t = time.monotonic()
-        job, found = recipe.job_id, client.find_request(recipe.job_id)
+        job, found = recipe.job_id, find_request(client, recipe.job_id)
         if found is None:
-            job, index = client.request(recipe)
+            job, index = builder.request(recipe)
         else:
             _say(f"• the log already holds this job (request at index {found}); following it")
             index = found
-        _, logged = client.follow(job, index, args.timeout, lambda line: _say(f"  {line}"))
+        _, logged = follow(client, job, index, args.timeout, lambda line: _say(f"  {line}"))
         timings["build_and_protocol_s"] = time.monotonic() - t
         verdict = logged.entry
         assert isinstance(verdict, Verdict)
         t = time.monotonic()
-        checkpoint = client.wait_published(logged.index, policy, 120)
+        checkpoint = wait_published(client, logged.index, policy, 120)
         timings["publish_s"] = time.monotonic() - t
         size = policy.verify_checkpoint(checkpoint).size
         _say(f"• verdict {verdict.outcome}, in a checkpoint of size {size} cosigned by a quorum")
@@ -139,12 +149,12 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
         return 0
 
 
-def _wait_for_diff_report(client: NetworkClient, job: str, after: int) -> str | None:
+def _wait_for_diff_report(client: LogClient, job: str, after: int) -> str | None:
     deadline = time.monotonic() + 120
     cursor = after + 1
     while time.monotonic() < deadline:
-        size = client.log_size()
-        for logged in client.leaves(cursor, size):
+        size = client.size()
+        for logged in logged_entries(client, cursor, size):
             if isinstance(logged.entry, DiffReport) and logged.entry.job == job:
                 return logged.entry.report_sha256
         cursor = size

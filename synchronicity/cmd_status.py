@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
 import httpx
 
-from logserver.errors import OperationalError, SynchronicityError
-from logserver.network import NetworkConfig
+from logserver.client import LogClient
+from logserver.core.errors import OperationalError, SynchronicityError
+from logserver.protocol.network import NetworkConfig
 
 
 def _get(http: httpx.Client, url: str) -> dict[str, object] | None:
@@ -26,23 +28,20 @@ def _get(http: httpx.Client, url: str) -> dict[str, object] | None:
 def status(args: argparse.Namespace) -> int:
     config = NetworkConfig.parse(Path(args.network).read_bytes())
     policy = config.policy()
-    with httpx.Client(timeout=3.0) as http:
-        ready = _get(http, f"{config.log.url}/readyz")
+    with httpx.Client(timeout=3.0) as http, LogClient(config.log.url, timeout=3.0) as log:
+        size: int | None = None
+        with contextlib.suppress(OperationalError):
+            size = log.size()
         published = 0
-        try:
-            r = http.get(f"{config.log.url}/checkpoint")
-            if r.status_code == 200:
-                published = policy.verify_checkpoint(r.content).size
-        except (httpx.HTTPError, SynchronicityError):
-            pass
+        with contextlib.suppress(SynchronicityError):
+            published = policy.verify_checkpoint(log.checkpoint()).size
         witnesses = []
         for w in config.witnesses:
             st = _get(http, f"{w.url}/status")
             witnesses.append({"name": w.name, "url": w.url, "up": st is not None, **(st or {})})
-    size = int(str(ready["size"])) if ready else None
     report = {
         "network": config.network_id,
-        "log": {"url": config.log.url, "up": ready is not None, "size": size},
+        "log": {"url": config.log.url, "up": size is not None, "size": size},
         "published_size": published,
         "quorum": config.quorum,
         "witnesses": witnesses,
@@ -51,7 +50,7 @@ def status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        state = "up" if ready else "DOWN"
+        state = "up" if size is not None else "DOWN"
         print(f"network {config.network_id}: log {state}, size {size}, published {published}")
         for row in witnesses:
             if row["up"]:
@@ -62,6 +61,6 @@ def status(args: argparse.Namespace) -> int:
             else:
                 print(f"  {row['name']}: DOWN")
         print(f"{up} of {config.n} witnesses up; a quorum needs {config.quorum}")
-    if ready is None or up < config.quorum:
+    if size is None or up < config.quorum:
         raise OperationalError("the network cannot make progress")
     return 0

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from logserver import proof
-from logserver.errors import FormatError, UsageError
-from logserver.policy import Policy
-from logserver.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
+from logserver.core import proof
+from logserver.core.errors import FormatError, UsageError
+from logserver.core.policy import Policy
+from logserver.protocol.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://synchronicity.dev/reproduced/v1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logserver import cosignature, note
+from logserver.core import cosignature, note
 
 
 def read_text_arg(value: str) -> str:

@@ -20,11 +20,14 @@ from pathlib import Path
 
 import httpx
 
-from logserver.errors import OperationalError
+from logserver.core.errors import OperationalError
 from synchronicity.lifetime import PARENT_ENV
 
 
 class ServerProcess:
+    """A ``synchronicity`` server child process: started, found by the port it prints, ready
+    when ``/readyz`` answers, stopped with SIGTERM or killed with SIGKILL."""
+
     def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
         self.args = list(args)
         self.env = env

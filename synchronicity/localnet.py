@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logserver.network import BuildRules, NetworkConfig
+from logserver.protocol.network import BuildRules, NetworkConfig
 from synchronicity.cmd_network import NETWORK_FILE, init_network
 from synchronicity.launcher import ServerProcess, free_ports
 
 
 class LocalNetwork:
+    """A log and n witness processes on 127.0.0.1 with their data under one directory."""
+
     def __init__(
         self,
         directory: Path,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ServerProcess, keygen
+from tests.support.procs import ServerProcess, keygen
 
 
 @dataclass

@@ -19,14 +19,24 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from builder import recipe as recipes
-from logserver.entries import Request as BuildRequest
-from logserver.errors import FormatError, OperationalError, VerificationError
-from logserver.problems import install_handlers, problem, read_body
-from witness.addcheckpoint_http import AddCheckpointHandler, add_routes
+from logserver.core.errors import FormatError, OperationalError, VerificationError
+from logserver.http.errors import Answer, answering, answers
+from logserver.http.problems import install_handlers, problem, read_body
+from logserver.protocol.entries import Request as BuildRequest
+from witness.cosign.http import AddCheckpointHandler, add_routes
 from witness.envelope import MAX_MESSAGE
 from witness.node import WitnessNode
 
 MAX_CRATE = 64 << 20
+
+# The shared table's answers (logserver/http/errors.py), with this node's own for its
+# environment failing: a busy or failing node asks the peer to retry soon; a failure of the
+# log behind this builder is a bad gateway.
+_UPSTREAM: dict[type[Exception], Answer] = {OperationalError: Answer(502)}
+_CONSENSUS = answers(FormatError, VerificationError) | {
+    OperationalError: Answer(503, retry_after=1)
+}
+_BUILD_REQUEST = answers(FormatError) | _UPSTREAM
 
 
 class _NodeCollector(Collector):
@@ -86,14 +96,8 @@ def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = 
             data = await read_body(request, MAX_MESSAGE + 1024)
         except ClientDisconnect:  # a peer died mid-request: nothing to answer
             return Response(status_code=204)
-        try:
+        with answering(_CONSENSUS):
             node.receive(data)
-        except FormatError as e:
-            return problem(400, str(e))
-        except VerificationError as e:
-            return problem(403, str(e))
-        except OperationalError as e:
-            return problem(503, str(e), headers={"Retry-After": "1"})
         return Response(status_code=204)
 
     @app.post("/request")
@@ -102,14 +106,10 @@ def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = 
         if node.worker is None:
             return problem(404, "this network's log takes no build requests")
         body = await read_body(request, 1 << 20)
-        try:
+        with answering(_BUILD_REQUEST):
             recipe = recipes.from_json(body)
             entry = BuildRequest(recipe.to_value())
             index = await asyncio.to_thread(node.writer.add_entry, entry)
-        except FormatError as e:
-            return problem(400, str(e))
-        except OperationalError as e:
-            return problem(502, str(e))
         doc = {"job": entry.job, "index": index}
         return Response(json.dumps(doc).encode(), media_type="application/json")
 
@@ -121,10 +121,8 @@ def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = 
         data = await read_body(request, MAX_CRATE)
         if hashlib.sha256(data).hexdigest() != sha256:
             return problem(400, "the crate's SHA-256 is not the one named")
-        try:
+        with answering(_UPSTREAM):
             await asyncio.to_thread(node.writer.put_blob, data)
-        except OperationalError as e:
-            return problem(502, str(e))
         return Response(status_code=201)
 
     @app.get("/status")

@@ -1,4 +1,4 @@
-"""Signed envelopes for messages between witnesses (spec/witness.md).
+"""Signed envelopes for messages between witnesses (spec/network.md, "Envelopes").
 
 Every consensus message travels in an envelope that names its sender, carries the sender's
 clock, and is signed by the sender's key, so that a node accepts bytes only from the replicas of
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import nacl.bindings
 import nacl.exceptions
 
-from logserver.errors import FormatError, VerificationError
+from logserver.core.errors import FormatError, VerificationError
 
 DOMAIN = b"synchronicity/envelope/v1\n"
 MAX_MESSAGE = 4 << 20
@@ -31,6 +31,8 @@ _SIG = 64
 
 @dataclass(frozen=True)
 class Envelope:
+    """An opened envelope: the sender's replica index, its clock and the message bytes."""
+
     sender: int
     sent_ms: int
     message: bytes

@@ -16,18 +16,21 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from logserver import note, tiles
-from logserver.checkpoint import Checkpoint
-from logserver.errors import VerificationError
+from logserver.core import note, tiles
+from logserver.core.checkpoint import Checkpoint
+from logserver.core.errors import VerificationError
 from logserver.storage import LogStore
 
-# Fetches the bytes of one entry bundle (a tiles.Tile at ENTRIES_LEVEL) from the log.
+# Fetches the bytes of one entry bundle (a tiles.Tile at ENTRIES_LEVEL) from the log, such as
+# logserver.client.LogClient.tile.
 BundleFetcher = Callable[[tiles.Tile], bytes]
 
 MAX_CATCH_UP = 1 << 20  # entries fetched and appended in one step
 
 
 class Mirror:
+    """A verified copy of the log, advanced one log-signed checkpoint at a time."""
+
     def __init__(self, path: Path, log_verifier: note.Verifier, fetch: BundleFetcher) -> None:
         self.store = LogStore(path, log_verifier.name, metasync=False)
         self._verifier = log_verifier

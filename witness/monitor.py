@@ -14,17 +14,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from logserver import tlog
-from logserver.buildproto import ProtocolConfig, ProtocolState
-from logserver.checkpoint import Checkpoint
-from logserver.errors import (
+from logserver.core import tlog
+from logserver.core.checkpoint import Checkpoint
+from logserver.core.errors import (
     ConsistencyError,
+    FormatError,
     OperationalError,
+    RemoteError,
     SynchronicityError,
     VerificationError,
 )
+from logserver.core.policy import Policy
 from logserver.fsutil import atomic_write
-from logserver.policy import Policy
+from logserver.protocol.rules import ProtocolConfig, ProtocolState
 
 STATE_FILE = "checkpoint"
 
@@ -102,6 +104,8 @@ FetchConsistency = Callable[[int, int], list[bytes]]
 
 
 class Monitor:
+    """Follows one log through a policy, keeping the last verified checkpoint on disk."""
+
     def __init__(
         self,
         policy: Policy,
@@ -131,18 +135,33 @@ class Monitor:
             raise OperationalError(f"the monitor state {path} is corrupt: {e}") from e
 
     def check_once(self) -> Observation:
+        """Fetch the log's checkpoint, check it against the last one, and store it if newer.
+
+        Fetched bytes that do not parse (the checkpoint note, a proof, a leaf) are the log's
+        fault: RemoteError, an operational failure. A checkpoint that fails the policy, a fork
+        (ConsistencyError) or a broken protocol rule stay verification failures.
+        """
         old, old_note = self.load()
         new_note = self._fetch_checkpoint()
-        new = self.policy.verify_checkpoint(new_note)
+        try:
+            new = self.policy.verify_checkpoint(new_note)
+        except FormatError as e:
+            raise RemoteError("the log", f"a checkpoint that does not parse: {e}") from e
         proof = None
         if old is not None and new.size > old.size:
-            proof = self._fetch_consistency(old.size, new.size)
+            try:
+                proof = self._fetch_consistency(old.size, new.size)
+            except FormatError as e:
+                raise RemoteError("the log", f"a consistency proof that does not parse: {e}") from e
         seen = next_state(old, old_note, new, new_note, proof)
         if self.verdicts is not None and self._fetch_leaves is not None:
             checked = self.verdicts.size
             if seen.checkpoint.size > checked:
-                leaves = self._fetch_leaves(checked, seen.checkpoint.size)
-                self.verdicts.advance(leaves, seen.checkpoint)
+                try:
+                    leaves = self._fetch_leaves(checked, seen.checkpoint.size)
+                    self.verdicts.advance(leaves, seen.checkpoint)
+                except FormatError as e:
+                    raise RemoteError("the log", f"a leaf that does not parse: {e}") from e
         if seen.advanced:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.state_dir / STATE_FILE, seen.note)

@@ -5,7 +5,8 @@ from an inbox and timer expiries, and executes the actions the core returns, in 
 ``Persist`` is written to LMDB (synced) before anything after it runs, so no vote or timeout
 leaves the node before the safety data that justifies it is durable. Messages go out through
 one sender thread per peer; commits are recorded, checked against the witness's own mirror of
-the log, co-signed (cosignature/v1) and sent to the log.
+the log, claimed in the witness's cosign store (witness/cosign/store.py: never two roots for
+one size, durable before the cosignature leaves), co-signed (cosignature/v1) and sent to the log.
 
 The payload of a block is a checkpoint signed by the log. The leader proposes the log's latest
 checkpoint; every replica votes only for a checkpoint that is signed by the log and whose
@@ -28,27 +29,28 @@ from pathlib import Path
 import httpx
 import nacl.bindings
 
-from logserver import note, tiles
-from logserver.checkpoint import Checkpoint
-from logserver.cosignature import CosignatureSigner
-from logserver.errors import OperationalError, SynchronicityError, VerificationError
-from logserver.network import NetworkConfig
-from logserver.protocol_log import protocol_config
+from logserver.client import LogClient
+from logserver.core import note
+from logserver.core.checkpoint import Checkpoint
+from logserver.core.cosignature import CosignatureSigner
+from logserver.core.errors import OperationalError, SynchronicityError, VerificationError
+from logserver.protocol.fold import protocol_config
+from logserver.protocol.network import NetworkConfig
 from logserver.storage import LogStore
 from witness import consensus, envelope
 from witness.consensus import crypto
 from witness.consensus.encoding import Reader, Writer
 from witness.consensus.types import Block
+from witness.cosign.store import CosignStore
 from witness.mirror import Mirror
-from witness.state import WitnessState
+from witness.node_state import NodeState
 from witness.validation import ProtocolValidator
-from witness.worker import BuildWorker, LogWriter
+from witness.worker import BuildWorker, SigningWriter
 
 log = logging.getLogger(__name__)
 
 # Checks the entries [start, end) of the mirror before a vote; the build protocol plugs in here.
 EntryCheck = Callable[[LogStore, int, int], bool]
-MAX_RESPONSE = 16 << 20  # an entry bundle is at most 256 entries of 64 KiB
 KEEP_ROUNDS = 1000  # blocks older than this many rounds are pruned from memory
 
 
@@ -66,6 +68,8 @@ def _size_of(payload: bytes) -> int:
 
 @dataclass
 class NodeStats:
+    """Counters and sizes a node reports on ``/status`` and ``/metrics``."""
+
     commits: int = 0
     cosigned_size: int = 0
     committed_size: int = 0
@@ -73,41 +77,6 @@ class NodeStats:
     invalid_payloads: int = 0
     messages_in: int = 0
     messages_rejected: int = 0
-
-
-class LogClient:
-    """The reads and writes a witness makes of the log, with bounded answers."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(timeout=5.0)
-
-    def _get(self, path: str, params: dict[str, int] | None = None) -> httpx.Response:
-        try:
-            r = self._http.get(self.url + path, params=params)
-        except httpx.HTTPError as e:
-            raise OperationalError(f"cannot reach the log: {e}") from e
-        if len(r.content) > MAX_RESPONSE:
-            raise OperationalError(f"GET {path}: answer too large")
-        return r
-
-    def bundle(self, tile: tiles.Tile) -> bytes:
-        r = self._get("/" + tile.path)
-        if r.status_code != 200:
-            raise OperationalError(f"GET {tile.path}: the log answered {r.status_code}")
-        return r.content
-
-    def latest_checkpoint(self, after: int, wait_ms: int) -> bytes | None:
-        r = self._get("/latest-checkpoint", {"after": after, "wait_ms": wait_ms})
-        return r.content if r.status_code == 200 else None
-
-    def send_cosignature(self, cosigned: bytes) -> None:
-        try:
-            r = self._http.post(self.url + "/cosignature", content=cosigned)
-        except httpx.HTTPError as e:
-            raise OperationalError(f"cannot reach the log: {e}") from e
-        if r.status_code != 200:
-            raise OperationalError(f"the log refused a cosignature: {r.status_code} {r.text}")
 
 
 class PeerSender:
@@ -185,6 +154,14 @@ class CosignatureSender:
 
 
 class WitnessNode:
+    """One builder-witness of a network: consensus, its mirror of the log, and co-signing.
+
+    ``data_dir`` holds the node's consensus data (``state/``) and mirror; ``cosigned`` is the
+    witness's one store of cosigned tree heads, shared with its add-checkpoint endpoint in the
+    same process. The node records its own log's checkpoints there before co-signing them; the
+    caller opens and closes it (after :meth:`stop`).
+    """
+
     def __init__(
         self,
         network: NetworkConfig,
@@ -192,6 +169,7 @@ class WitnessNode:
         seed: bytes,
         data_dir: Path,
         *,
+        cosigned: CosignStore,
         misbehave: str | None = None,
     ) -> None:
         self.network = network
@@ -202,7 +180,7 @@ class WitnessNode:
         self.index = names.index(signer.name)
         if network.witnesses[self.index].public_key != signer.public_key:
             raise OperationalError("the key does not match this witness in the network config")
-        self.config = consensus.NetworkConfig(
+        self.config = consensus.ConsensusConfig(
             network_id=network.network_id.encode(),
             replicas=tuple((w.name, w.public_key) for w in network.witnesses),
             f=network.f,
@@ -212,10 +190,11 @@ class WitnessNode:
         self._public_keys = tuple(key for _, key in self.config.replicas)
         self._secret = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
         self.idle_ms = max(50, network.timeouts.round_ms // 4)
-        self.state = WitnessState(data_dir / "state")
-        self.log_client = LogClient(network.log.url)
+        self.state = NodeState(data_dir / "state")
+        self.cosigned = cosigned
+        self.log_client = LogClient(network.log.url, timeout=5.0)
         self.mirror = Mirror(
-            data_dir / "mirror", note.Verifier.from_vkey(network.log.vkey), self.log_client.bundle
+            data_dir / "mirror", note.Verifier.from_vkey(network.log.vkey), self.log_client.tile
         )
         last = self.state.last_commit()
         self._committed_payload = b"" if last is None else last[1]
@@ -227,7 +206,9 @@ class WitnessNode:
                 protocol_config(network), self.mirror.store, self.stats.committed_size
             )
             self._entry_check = validator.check
-            self.writer = LogWriter(network.log.url, note.Signer(signer.name, seed))
+            self.writer = SigningWriter(
+                LogClient(network.log.url, timeout=60.0), note.Signer(signer.name, seed)
+            )
             self.worker = BuildWorker(
                 signer.name,
                 self.writer,
@@ -235,11 +216,11 @@ class WitnessNode:
                 data_dir / "worker",
                 misbehave=misbehave,
             )
-        cosigned = self.state.last_cosigned()
-        self.stats.cosigned_size = 0 if cosigned is None else cosigned.size
+        cosigned_head = self.cosigned.latest(network.log.origin)
+        self.stats.cosigned_size = 0 if cosigned_head is None else cosigned_head.size
         self.replica = consensus.Replica(
             self.config,
-            crypto.Signer(seed),
+            crypto.ReplicaSigner(seed),
             self.state.safety(),
             self._validate,
             _now_ms(),
@@ -337,7 +318,7 @@ class WitnessNode:
                 sealed = self._seal(action.message)
                 for peer in self._peers.values():
                     peer.send(sealed)
-            elif isinstance(action, consensus.Commit):
+            elif isinstance(action, consensus.CommitBlocks):
                 for committed in action.blocks:
                     self._on_commit(committed)
             else:
@@ -413,7 +394,7 @@ class WitnessNode:
         if self.worker is not None:
             self.worker.committed(cp.size)
         try:
-            fresh = self.state.claim_cosignature(cp)
+            fresh = self.cosigned.claim_cosignature(self.network.log.origin, cp)
         except VerificationError as e:
             log.error("refusing to co-sign", extra={"reason": str(e)})
             return

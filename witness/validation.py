@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from logserver.buildproto import ProtocolConfig, ProtocolState, validate_leaves
-from logserver.entries import Leaf
-from logserver.errors import SynchronicityError
-from logserver.protocol_log import fold
+from logserver.core.errors import SynchronicityError
+from logserver.protocol.fold import fold
+from logserver.protocol.rules import ProtocolConfig, ProtocolState, validate_leaves
+from logserver.protocol.signed import Leaf
 from logserver.storage import LogStore
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,9 @@ MAX_SKEW_MS = 30_000
 
 
 class ProtocolValidator:
+    """A witness's check of new log entries against the build protocol, from the longest
+    prefix of its mirror it already checked."""
+
     def __init__(
         self,
         config: ProtocolConfig,

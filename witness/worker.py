@@ -18,7 +18,6 @@ never built; ``contradict`` reveals a digest other than the one it committed to.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -30,29 +29,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from builder import recipe as recipes
 from builder.build import build_crate
 from builder.diff import diff_outputs
 from builder.manifest import Manifest, manifest_from_json
-from logserver import blobs, canonical_json, note
-from logserver.entries import (
+from logserver.client import LogClient
+from logserver.core import canonical_json, note
+from logserver.core.errors import SynchronicityError
+from logserver.fsutil import atomic_write
+from logserver.protocol.entries import (
     Close,
     Commit,
     DiffReport,
     Entry,
-    Leaf,
     Request,
     Reveal,
     Verdict,
     compute_commitment,
     failure_digest,
     new_nonce,
-    sign_entry,
 )
-from logserver.errors import OperationalError, SynchronicityError
-from logserver.fsutil import atomic_write
+from logserver.protocol.signed import Leaf, sign_entry
 from logserver.storage import LogStore
 
 log = logging.getLogger(__name__)
@@ -65,59 +62,36 @@ def _reason(error: Exception) -> str:
     return "".join(c for c in text if c.isprintable())[:200]
 
 
-class LogWriter:
-    """What a builder writes to the log: signed entries and signed blob uploads."""
+class SigningWriter:
+    """What a builder writes to the log, signed with its key: protocol entries and blobs.
 
-    def __init__(self, url: str, signer: note.Signer) -> None:
-        self.url = url.rstrip("/")
+    The HTTP goes through ``log``, the one client of the log; this class only adds the signing.
+    """
+
+    def __init__(self, log: LogClient, signer: note.Signer) -> None:
+        self.log = log
         self.signer = signer
-        self._http = httpx.Client(timeout=60.0)
 
     def add_entry(self, entry: Entry) -> int:
+        """Sign ``entry`` and append it as canonical JSON; return its index in the log."""
         signed = sign_entry(entry, self.signer)
-        body = canonical_json.encode(signed.to_json())
-        try:
-            r = self._http.post(self.url + "/add-entry", content=body)
-        except httpx.HTTPError as e:
-            raise OperationalError(f"cannot reach the log: {e}") from e
-        if r.status_code != 200:
-            raise OperationalError(f"the log refused the {type(entry).__name__}: {r.text}")
-        index: int = r.json()["index"]
-        return index
+        return self.log.add_entry(canonical_json.encode(signed.to_json()))
 
     def put_blob(self, data: bytes) -> str:
-        name = hashlib.sha256(data).hexdigest()
-        signature = base64.b64encode(self.signer.sign(blobs.upload_message(name))).decode()
-        try:
-            r = self._http.put(
-                f"{self.url}/blob/{name}",
-                content=data,
-                headers={"X-Blob-Signature": f"{self.signer.name} {signature}"},
-            )
-        except httpx.HTTPError as e:
-            raise OperationalError(f"cannot reach the log: {e}") from e
-        if r.status_code not in (200, 201):
-            raise OperationalError(f"the log refused blob {name}: {r.text}")
-        return name
-
-    def get_blob(self, name: str) -> bytes:
-        try:
-            r = self._http.get(f"{self.url}/blob/{name}")
-        except httpx.HTTPError as e:
-            raise OperationalError(f"cannot reach the log: {e}") from e
-        if r.status_code != 200 or hashlib.sha256(r.content).hexdigest() != name:
-            raise OperationalError(f"blob {name} is not available from the log")
-        return r.content
+        """Upload a blob with this builder's signature; return its name (hex SHA-256)."""
+        return self.log.put_blob(data, self.signer)
 
 
 BuildFn = Callable[..., object]
 
 
 class BuildWorker:
+    """Acts on the committed leaves of the mirror: builds, commits, reveals and explains."""
+
     def __init__(
         self,
         name: str,
-        writer: LogWriter,
+        writer: SigningWriter,
         mirror: LogStore,
         workdir: Path,
         *,
@@ -234,7 +208,7 @@ class BuildWorker:
         if recipe.source == recipes.SOURCE_LOCAL:
             local_crate = self.workdir / "crates" / f"{recipe.crate_sha256}.crate"
             local_crate.parent.mkdir(parents=True, exist_ok=True)
-            local_crate.write_bytes(self.writer.get_blob(recipe.crate_sha256))
+            local_crate.write_bytes(self.writer.log.blob(recipe.crate_sha256))
         build = self._build or build_crate
         started = time.monotonic()
         result = build(recipe, out_dir, local_crate=local_crate, progress=lambda line: None)
@@ -293,9 +267,9 @@ class BuildWorker:
     # ----- explain a mismatch -------------------------------------------------------------
 
     def _fetch_tree(self, digest: str, into: Path) -> None:
-        manifest = manifest_from_json(self.writer.get_blob(digest))
+        manifest = manifest_from_json(self.writer.log.blob(digest))
         for artifact in manifest.artifacts:
-            (into / artifact.path).write_bytes(self.writer.get_blob(artifact.sha256))
+            (into / artifact.path).write_bytes(self.writer.log.blob(artifact.sha256))
 
     def _explain(self, verdict: Verdict) -> None:
         record = self._record(verdict.job)

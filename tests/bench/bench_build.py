@@ -35,7 +35,7 @@ from builder.image import (  # noqa: E402
     write_rootfs_tar,
 )
 from builder.toolchain import find_toolchain_dir, toolchain_identity  # noqa: E402
-from tests.builder_helpers import pack_fixture  # noqa: E402
+from tests.support.builder_helpers import pack_fixture  # noqa: E402
 
 
 def _quiet(line: str) -> None:

@@ -31,12 +31,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from logserver import note  # noqa: E402
+from logserver.core import note  # noqa: E402
 from logserver.sequencer import Sequencer  # noqa: E402
 from logserver.storage import LogStore  # noqa: E402
-from tests.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture  # noqa: E402
-from tests.dashboard_runner import RunnerProcess, wait_indexed  # noqa: E402
-from tests.procs import keygen  # noqa: E402
+from tests.support.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture  # noqa: E402
+from tests.support.dashboard_runner import RunnerProcess, wait_indexed  # noqa: E402
+from tests.support.procs import keygen  # noqa: E402
 
 BATCH = 256
 ORIGIN = "bench.test/log"

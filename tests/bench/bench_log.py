@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from logserver import cosignature, note, proof  # noqa: E402
-from logserver.checkpoint import Checkpoint  # noqa: E402
-from logserver.policy import Policy  # noqa: E402
+from logserver.core import cosignature, note, proof  # noqa: E402
+from logserver.core.checkpoint import Checkpoint  # noqa: E402
+from logserver.core.policy import Policy  # noqa: E402
 from logserver.sequencer import Sequencer  # noqa: E402
 from logserver.storage import LogStore  # noqa: E402
 from synchronicity.launcher import ServerProcess  # noqa: E402

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from builder.build import build_crate, resolve_recipe  # noqa: E402
 from builder.recipe import Recipe  # noqa: E402
-from synchronicity.client import NetworkClient  # noqa: E402
+from logserver.client import LogClient  # noqa: E402
+from synchronicity.client import BuilderClient, follow  # noqa: E402
 from synchronicity.localnet import LocalNetwork  # noqa: E402
 
 
@@ -48,10 +49,13 @@ def bare(recipe: Recipe, tmp: Path) -> float:
 def protocol(recipe: Recipe, tmp: Path) -> float:
     net = LocalNetwork.create(tmp / "net").start()
     try:
-        with NetworkClient(net.log_url, net.config.witnesses[0].url) as client:
+        with (
+            LogClient(net.log_url, timeout=60.0) as log,
+            BuilderClient(net.config.witnesses[0].url) as builder,
+        ):
             started = time.monotonic()
-            job, index = client.request(recipe)
-            _, verdict = client.follow(job, index, 3600, lambda line: None)
+            job, index = builder.request(recipe)
+            _, verdict = follow(log, job, index, 3600, lambda line: None)
             elapsed = time.monotonic() - started
             outcome = getattr(verdict.entry, "outcome", None)
             if outcome != "reproduced":

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from logserver.policy import Policy  # noqa: E402
+from logserver.core.policy import Policy  # noqa: E402
 from synchronicity.localnet import LocalNetwork  # noqa: E402
 
 

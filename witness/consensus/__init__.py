@@ -7,8 +7,8 @@ replica and its actions, the safety state and the signer.
 from __future__ import annotations
 
 from witness.consensus.blocktree import CommittedBlock
-from witness.consensus.certificates import Rejected
-from witness.consensus.crypto import Signer
+from witness.consensus.certificates import MessageRejected
+from witness.consensus.crypto import ReplicaSigner
 from witness.consensus.messages import (
     Message,
     Proposal,
@@ -21,34 +21,34 @@ from witness.consensus.messages import (
 from witness.consensus.replica import (
     Action,
     Broadcast,
-    Commit,
+    CommitBlocks,
     Persist,
     Replica,
     Send,
     SetTimer,
 )
 from witness.consensus.safety import DIEMBFT_V4, SafetyRules, SafetyState
-from witness.consensus.types import Block, NetworkConfig, QuorumCert, TimeoutCert
+from witness.consensus.types import Block, ConsensusConfig, QuorumCert, TimeoutCert
 
 __all__ = [
     "DIEMBFT_V4",
     "Action",
     "Block",
     "Broadcast",
-    "Commit",
+    "CommitBlocks",
     "CommittedBlock",
+    "ConsensusConfig",
     "Message",
-    "NetworkConfig",
+    "MessageRejected",
     "Persist",
     "Proposal",
     "QuorumCert",
-    "Rejected",
     "Replica",
+    "ReplicaSigner",
     "SafetyRules",
     "SafetyState",
     "Send",
     "SetTimer",
-    "Signer",
     "SyncRequest",
     "SyncResponse",
     "Timeout",

@@ -2,7 +2,7 @@
 
 A block enters the tree only when its parent is already there, so every block in the tree has
 a height. The root is genesis (height 0) or a committed *anchor* block that the driver kept
-from an earlier Commit; blocks far below the committed one may be pruned. Verified blocks
+from an earlier commit; blocks far below the committed one may be pruned. Verified blocks
 whose parent is still missing (from catch-up) wait in a bounded buffer and are linked as soon
 as the parent arrives. Commits follow the 2-chain rule of
 :class:`~witness.consensus.safety.SafetyRules` and only ever extend the committed chain; a
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from witness.consensus.certificates import Rejected
+from witness.consensus.certificates import MessageRejected
 from witness.consensus.safety import SafetyRules
 from witness.consensus.types import Block, QuorumCert
 
@@ -29,6 +29,9 @@ class CommittedBlock:
 
 
 class BlockTree:
+    """Verified blocks linked to a root (genesis or a committed anchor), their certificates,
+    and the committed chain, which only ever grows."""
+
     def __init__(
         self, root: Block, root_height: int, root_qc: QuorumCert, rules: SafetyRules
     ) -> None:
@@ -71,7 +74,7 @@ class BlockTree:
         """Insert a verified block whose parent is in the tree; returns newly committed blocks."""
         parent = self._blocks[block.parent_id]
         if parent.round != block.qc.round:
-            raise Rejected("block-parent-round-mismatch")
+            raise MessageRejected("block-parent-round-mismatch")
         if block.id in self._blocks:
             return []
         self._blocks[block.id] = block
@@ -84,7 +87,7 @@ class BlockTree:
             if child is not None:
                 try:
                     commits += self.insert(child)
-                except Rejected:
+                except MessageRejected:
                     continue
         return commits
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 import nacl.bindings
 import nacl.exceptions
 
-from logserver.errors import UsageError
+from logserver.core.errors import UsageError
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
@@ -92,7 +92,7 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
-class Signer:
+class ReplicaSigner:
     """An Ed25519 private key. Signatures are deterministic, so recent ones are memoised."""
 
     __slots__ = ("_cache", "_secret", "public_key")
@@ -117,4 +117,4 @@ class Signer:
         return signature
 
     def __repr__(self) -> str:
-        return f"Signer(public_key={self.public_key.hex()})"
+        return f"ReplicaSigner(public_key={self.public_key.hex()})"

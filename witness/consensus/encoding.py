@@ -2,14 +2,14 @@
 
 Integers are unsigned big-endian of fixed width; byte strings carry a length prefix and an
 upper bound. A :class:`Reader` rejects truncated input, oversized fields and trailing bytes
-with :class:`~logserver.errors.FormatError`, so that one value has exactly one encoding.
+with :class:`~logserver.core.errors.FormatError`, so that one value has exactly one encoding.
 """
 
 from __future__ import annotations
 
 import struct
 
-from logserver.errors import FormatError
+from logserver.core.errors import FormatError
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")

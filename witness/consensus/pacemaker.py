@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from witness.consensus.messages import Timeout, Vote
-from witness.consensus.types import NetworkConfig, QuorumCert, TimeoutCert
+from witness.consensus.types import ConsensusConfig, QuorumCert, TimeoutCert
 
 VOTE_WINDOW_ROUNDS = 64
 
 
-def timeout_duration_ms(config: NetworkConfig, round_: int, highest_qc_round: int) -> int:
+def timeout_duration_ms(config: ConsensusConfig, round_: int, highest_qc_round: int) -> int:
     """base * 2^(rounds since the last QC, minus one), capped at max_timeout_ms."""
     exponent = min(max(0, round_ - highest_qc_round - 1), 32)
     return min(config.max_timeout_ms, config.base_timeout_ms << exponent)
@@ -23,12 +23,16 @@ def timeout_duration_ms(config: NetworkConfig, round_: int, highest_qc_round: in
 
 @dataclass
 class VoteOutcome:
+    """What adding a vote did: a new QC, or the discovery that its voter equivocated."""
+
     qc: QuorumCert | None = None
     equivocation: bool = False
 
 
 class VoteCollector:
-    def __init__(self, config: NetworkConfig) -> None:
+    """Collects verified votes per (round, block) until a quorum forms a QC."""
+
+    def __init__(self, config: ConsensusConfig) -> None:
         self._config = config
         self._by_block: dict[tuple[int, bytes], dict[int, bytes]] = {}
         self._first_vote: dict[tuple[int, int], bytes] = {}
@@ -60,7 +64,9 @@ class VoteCollector:
 
 
 class TimeoutCollector:
-    def __init__(self, config: NetworkConfig) -> None:
+    """Keeps each replica's latest verified timeout and forms a TC when 2f+1 share a round."""
+
+    def __init__(self, config: ConsensusConfig) -> None:
         self._config = config
         self._latest: dict[int, Timeout] = {}
 

@@ -9,7 +9,8 @@ missing block is fetched with SyncRequest/SyncResponse.
 
 Driving it, in outline::
 
-    replica = Replica(config, Signer(seed), load_state_or_none(), validate, now(), propose=src)
+    key = ReplicaSigner(seed)
+    replica = Replica(config, key, load_state_or_none(), validate, now(), propose=src)
     run(replica.start(now()))
     # then, for each authenticated message from replica `sender`:
     run(replica.on_bytes(sender, body, now()))
@@ -18,7 +19,7 @@ Driving it, in outline::
 
 where ``run`` executes actions in order: Persist -> write ``state.to_bytes()`` durably
 (fsync) before going on; Send/Broadcast -> ``message.to_bytes()`` to one or all other
-replicas; Commit -> co-sign each committed block's payload at its height; SetTimer ->
+replicas; CommitBlocks -> co-sign each committed block's payload at its height; SetTimer ->
 (re)arm the single timer.
 """
 
@@ -28,11 +29,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from logserver.errors import FormatError
+from logserver.core.errors import FormatError
 from witness.consensus import crypto
 from witness.consensus.blocktree import BlockTree, CommittedBlock
 from witness.consensus.certificates import (
-    Rejected,
+    MessageRejected,
     verify_block,
     verify_qc,
     verify_tc,
@@ -52,7 +53,7 @@ from witness.consensus.messages import (
 )
 from witness.consensus.pacemaker import TimeoutCollector, VoteCollector, timeout_duration_ms
 from witness.consensus.safety import DIEMBFT_V4, SafetyRules, SafetyState
-from witness.consensus.types import Block, NetworkConfig, QuorumCert, TimeoutCert
+from witness.consensus.types import Block, ConsensusConfig, QuorumCert, TimeoutCert
 
 #: Messages of rounds more than this far below the current round are dropped unread.
 PAST_ROUNDS_KEPT = 4
@@ -67,11 +68,15 @@ LeaderElection = Callable[[int], int]
 
 @dataclass(frozen=True, slots=True)
 class Persist:
+    """Make ``state`` durable before executing any later action."""
+
     state: SafetyState
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
+    """Send ``message`` to the replica with index ``to``."""
+
     to: int
     message: Message
 
@@ -84,7 +89,9 @@ class Broadcast:
 
 
 @dataclass(frozen=True, slots=True)
-class Commit:
+class CommitBlocks:
+    """These blocks are committed, oldest first: act on their payloads."""
+
     blocks: tuple[CommittedBlock, ...]
 
 
@@ -95,7 +102,7 @@ class SetTimer:
     deadline_ms: int
 
 
-Action = Persist | Send | Broadcast | Commit | SetTimer
+Action = Persist | Send | Broadcast | CommitBlocks | SetTimer
 
 
 def _repeat_parent(parent_payload: bytes, round_: int) -> bytes:
@@ -107,8 +114,8 @@ class Replica:
 
     def __init__(
         self,
-        config: NetworkConfig,
-        my_key: crypto.Signer,
+        config: ConsensusConfig,
+        my_key: crypto.ReplicaSigner,
         persisted: SafetyState | None,
         validate: Validator,
         now_ms: int,
@@ -185,7 +192,7 @@ class Replica:
             if isinstance(message, SyncRequest):
                 return self._on_sync_request(sender, message)
             return self._on_sync_response(sender, message, now_ms)
-        except Rejected as rejection:
+        except MessageRejected as rejection:
             self.stats[rejection.reason] += 1
             return []
 
@@ -272,11 +279,11 @@ class Replica:
     def _on_proposal(self, sender: int, proposal: Proposal, now_ms: int) -> list[Action]:
         block, tc = proposal.block, proposal.last_round_tc
         if block.author != self._leader_of(block.round):
-            raise Rejected("proposal-wrong-leader")
+            raise MessageRejected("proposal-wrong-leader")
         verify_block(self.config, block)
         if tc is not None:
             if tc.round >= block.round:
-                raise Rejected("proposal-tc-round")
+                raise MessageRejected("proposal-tc-round")
             verify_tc(self.config, tc)
         out = self._process_qc(block.qc, sender, now_ms)
         out += self._process_tc(tc, sender, now_ms)
@@ -298,7 +305,7 @@ class Replica:
             self.stats["unsafe-proposal"] += 1
             return []
         if parent.round != block.qc.round:
-            raise Rejected("block-parent-round-mismatch")
+            raise MessageRejected("block-parent-round-mismatch")
         if not self._validate(parent.payload, block.payload):
             self.stats["invalid-payload"] += 1
             return []
@@ -408,14 +415,14 @@ class Replica:
             if i + 1 < len(blocks) and (
                 block.parent_id != blocks[i + 1].id or block.qc.round != blocks[i + 1].round
             ):
-                raise Rejected("sync-broken-chain")
+                raise MessageRejected("sync-broken-chain")
         del self._wanted[blocks[0].id]
         commits: list[CommittedBlock] = []
         for block in reversed(blocks):
             if block.parent_id in self.tree:
                 try:
                     commits += self.tree.insert(block)
-                except Rejected as rejection:
+                except MessageRejected as rejection:
                     self.stats[rejection.reason] += 1
                     return self._commit_actions(commits)
             elif not self.tree.add_unlinked(block):
@@ -443,7 +450,7 @@ class Replica:
         if self._keep_rounds is not None and self._commits_since_prune >= PRUNE_EVERY_COMMITS:
             self._commits_since_prune = 0
             self.tree.prune(self._keep_rounds)
-        return [Commit(tuple(commits))]
+        return [CommitBlocks(tuple(commits))]
 
 
 def _higher(a: QuorumCert, b: QuorumCert) -> QuorumCert:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from logserver.errors import FormatError
+from logserver.core.errors import FormatError
 from witness.consensus.encoding import Reader, Writer
 from witness.consensus.types import QuorumCert, TimeoutCert
 

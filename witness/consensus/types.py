@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from logserver.errors import FormatError, UsageError
+from logserver.core.errors import FormatError, UsageError
 from witness.consensus import crypto
 from witness.consensus.encoding import Reader, Writer
 
@@ -23,7 +23,7 @@ GENESIS_PARENT_ID = bytes(crypto.HASH_SIZE)
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
+class ConsensusConfig:
     """Who takes part: n = 3f+1 named Ed25519 keys (index = position), and pacemaker timing."""
 
     network_id: bytes
@@ -181,7 +181,7 @@ class Block:
         qc: QuorumCert,
         payload: bytes,
         *,
-        signer: crypto.Signer,
+        signer: crypto.ReplicaSigner,
     ) -> Block:
         if len(payload) > MAX_PAYLOAD:
             raise UsageError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
