@@ -7,6 +7,11 @@ checkpoint signed over the new tree. LMDB commits it with a synchronous flush, s
 durable exactly when the batch that carries it has committed, and the latest signed checkpoint
 can never disagree with the entries on disk.
 
+A store opened with an ``entry_key`` function also keeps, in the same transactions, the index
+of the first entry with each key (``index_of``): a log that accepts signed notes logs each note
+once, however often it is sent. Entries appended while the index was off are indexed the next
+time it is on.
+
 Only one thread may write (the sequencer); any number of threads may read.
 """
 
@@ -55,10 +60,17 @@ class LogStore:
     """The on-disk log of one origin."""
 
     def __init__(
-        self, path: Path, origin: str, map_size: int = DEFAULT_MAP_SIZE, *, metasync: bool = True
+        self,
+        path: Path,
+        origin: str,
+        map_size: int = DEFAULT_MAP_SIZE,
+        *,
+        metasync: bool = True,
+        entry_key: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """``metasync=False`` (for mirrors, which can fetch again) saves one flush per commit:
-        a system crash may then undo the last transaction, but never corrupts the database."""
+        a system crash may then undo the last transaction, but never corrupts the database.
+        ``entry_key`` keeps the index of entries by that key, a digest (``index_of``)."""
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._env = lmdb.open(
@@ -77,6 +89,9 @@ class LogStore:
         self._meta = self._env.open_db(b"meta")
         # (size, witness name) -> cosignature line, for checkpoints witnesses co-signed.
         self._cosignatures = self._env.open_db(b"cosignatures")
+        # entry_key(entry) -> index of its first occurrence (with an ``entry_key``).
+        self._digests = self._env.open_db(b"digests")
+        self._entry_key = entry_key
         self._write_lock = threading.Lock()
         self.origin = origin
         with self._env.begin(write=True) as txn:
@@ -89,6 +104,8 @@ class LogStore:
                     f"not {origin!r}"
                 )
         self._check_integrity()
+        if entry_key is not None:
+            self._catch_up_digests(entry_key)
 
     def close(self) -> None:
         self._env.close()
@@ -113,6 +130,40 @@ class LogStore:
             body = Checkpoint.parse(split_note(bytes(note))[0])
             if body.size != size or body.root_hash != root or body.origin != self.origin:
                 raise OperationalError("the latest checkpoint does not match the stored tree")
+
+    # ----- the digest index ----------------------------------------------------------------
+
+    def _put_digests(
+        self, txn: Any, first: int, batch: Sequence[bytes], key: Callable[[bytes], bytes]
+    ) -> None:
+        """Index ``batch`` (entries ``first``...) by ``key``; the first occurrence wins."""
+        for i, data in enumerate(batch):
+            txn.put(key(data), _key(first + i), db=self._digests, overwrite=False)
+        txn.put(b"digests", _key(first + len(batch)), db=self._meta)
+
+    def _catch_up_digests(self, key: Callable[[bytes], bytes], chunk: int = 4096) -> None:
+        """Index the entries appended while the index was off (a log that ran ``--open``)."""
+        while True:
+            with self._write_lock, self._env.begin(write=True) as txn:
+                raw = txn.get(b"digests", db=self._meta)
+                done = 0 if raw is None else int.from_bytes(raw, "big")
+                end = min(self._size(txn), done + chunk)
+                if done >= end:
+                    return
+                batch: list[bytes] = []
+                cur = txn.cursor(db=self._entries)
+                if cur.set_key(_key(done)):
+                    for _, value in cur:
+                        batch.append(bytes(value))
+                        if len(batch) == end - done:
+                            break
+                self._put_digests(txn, done, batch, key)
+
+    def index_of(self, key: bytes) -> int | None:
+        """The index of the first entry whose ``entry_key`` is ``key`` (None: no such entry)."""
+        with self._read() as txn:
+            raw = txn.get(key, db=self._digests)
+            return None if raw is None else int.from_bytes(raw, "big")
 
     # ----- reads -------------------------------------------------------------------------
 
@@ -276,4 +327,6 @@ class LogStore:
             )
             txn.put(_key(new_size), note, db=self._checkpoints, append=True)
             txn.put(b"size", _key(new_size), db=self._meta)
+            if self._entry_key is not None:
+                self._put_digests(txn, size, batch, self._entry_key)
         return size, note

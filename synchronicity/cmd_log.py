@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from logserver import logs
+from logserver.core import note
 from logserver.core.errors import OperationalError, UsageError
 from logserver.http import (
     EntryCheck,
@@ -65,6 +66,7 @@ def serve(args: argparse.Namespace) -> int:
     signer = read_signer(args.key)
     network = NetworkConfig.parse(Path(args.network).read_bytes()) if args.network else None
     check: EntryCheck
+    accepted: tuple[note.Verifier, ...] = ()
     if network is not None:
         # The config decides what entries are, so that the log and its witnesses agree.
         if args.accept or (args.open and network.entries != "open"):
@@ -73,7 +75,9 @@ def serve(args: argparse.Namespace) -> int:
     elif args.open:
         check = accept_any
     elif args.accept:
-        check = accept_signed_notes([read_verifier(v) for v in args.accept])
+        # An accepted note is logged once, and blob uploads need one of the same keys.
+        accepted = tuple(read_verifier(v) for v in args.accept)
+        check = accept_signed_notes(list(accepted))
     else:
         raise UsageError("give --open, or --accept with the keys whose entries the log accepts")
     host, port = parse_listen(args.listen)
@@ -86,6 +90,8 @@ def serve(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             max_delay=args.max_delay_ms / 1000,
             network=network,
+            blob_signers=accepted,
+            deduplicate=bool(accepted),
         )
     )
     service.start()

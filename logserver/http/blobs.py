@@ -1,9 +1,10 @@
 """``PUT /blob/<sha256>`` and ``GET /blob/<sha256>``: the log's content-addressed blob store.
 
-Manifests, artifacts, build logs and diff reports live here, named by their SHA-256. On a log
-with witnesses an upload must carry ``X-Blob-Signature`` by a builder of the network. An
-upload answers 201 when new and 200 when the blob was already there; a blob whose hash is
-not its name is a 400 and a full store a 507 (``errors.BLOB_UPLOAD``).
+Manifests, artifacts, build logs and diff reports live here, named by their SHA-256. An upload
+must carry ``X-Blob-Signature`` by a builder of the network (a log with ``--network``) or by
+one of the keys of ``--accept``; an ``--open`` log takes no uploads (403), since no builder
+needs them. An upload answers 201 when new and 200 when the blob was already there; a blob
+whose hash is not its name is a 400 and a full store a 507 (``errors.BLOB_UPLOAD``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,17 +57,34 @@ def accept_signed_notes(verifiers: list[note.Verifier]) -> EntryCheck:
     return check
 
 
+def note_text_key(entry: bytes) -> bytes:
+    """What a log that accepts signed notes logs once: a note's text (SHA-256), whatever
+    signature lines come with it, so that adding a line to a replayed note makes no new note.
+    Bytes that are not a note (logged while the log was ``--open``) are keyed by themselves."""
+    try:
+        text, _ = note.split_note(entry)
+    except FormatError:
+        return hashlib.sha256(b"entry\n" + entry).digest()
+    return hashlib.sha256(b"note text\n" + text).digest()
+
+
 @dataclass
 class LogConfig:
     """How to run one log: where its data lives, its key, what it accepts and how it batches.
 
-    ``network`` makes the log publish only checkpoints a quorum of its witnesses cosigned;
-    ``extra_routes`` are called with the app and the service after every other route.
+    ``network`` makes the log publish only checkpoints a quorum of its witnesses cosigned, and
+    takes blob uploads signed by its builders. Without a network, ``blob_signers`` are the keys
+    whose ``X-Blob-Signature`` the log accepts (none: it takes no blob uploads), and
+    ``deduplicate`` logs each note once (``note_text_key``; for a log that accepts signed
+    notes: a replayed note is answered with the index it already has). ``extra_routes`` are
+    called with the app and the service after every other route.
     """
 
     data_dir: Path
     signer: note.Signer
     check_entry: EntryCheck = accept_any
+    blob_signers: tuple[note.Verifier, ...] = ()
+    deduplicate: bool = False
     max_batch: int = 256
     max_delay: float = 0.002
     max_queue: int = 8192
@@ -101,6 +119,9 @@ class Metrics:
         self.cosignatures = Counter(
             "log_cosignatures_received", "Witness cosignatures accepted", registry=r
         )
+        self.duplicates = Counter(
+            "log_entries_duplicate", "Submissions answered with an earlier index", registry=r
+        )
 
     def on_integrated(self, done: Integrated) -> None:
         """Sequencer listener: count one durable batch."""
@@ -116,7 +137,10 @@ class LogService:
     def __init__(self, config: LogConfig) -> None:
         self.config = config
         self.origin = config.signer.name
-        self.store = LogStore(config.data_dir, self.origin)
+        self.store = LogStore(
+            config.data_dir, self.origin, entry_key=note_text_key if config.deduplicate else None
+        )
+        self._in_flight: dict[bytes, asyncio.Future[int]] = {}  # digest -> its pending index
         self.metrics = Metrics()
         self.metrics.tree_size.set(self.store.size())
         self.protocol: ProtocolBatcher | None = None
@@ -164,7 +188,8 @@ class LogService:
         """Log ``entry`` if the log's policy accepts it; its index once it is durable.
 
         Raises what refuses it (``FormatError``, ``VerificationError``, ``ProtocolViolation``,
-        ``QueueFull``, ``OperationalError``) and counts each refusal by reason.
+        ``QueueFull``, ``OperationalError``) and counts each refusal by reason. A log that
+        ``deduplicate``s answers an entry it holds, or is about to hold, with that index.
         """
         rejected = self.metrics.rejected
         try:
@@ -172,6 +197,29 @@ class LogService:
         except (FormatError, VerificationError):
             rejected.labels("invalid").inc()
             raise
+        if not self.config.deduplicate:
+            return await self._submit(entry)
+        digest = note_text_key(entry)
+        known = self.store.index_of(digest)
+        if known is not None:
+            self.metrics.duplicates.inc()
+            return known
+        pending = self._in_flight.get(digest)
+        if pending is not None:
+            self.metrics.duplicates.inc()
+            return await asyncio.shield(pending)
+        pending = asyncio.ensure_future(self._submit(entry))
+        self._in_flight[digest] = pending
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._in_flight.pop(digest, None)
+            else:  # the client left: forget the digest once the entry is durable
+                pending.add_done_callback(lambda _: self._in_flight.pop(digest, None))
+
+    async def _submit(self, entry: bytes) -> int:
+        rejected = self.metrics.rejected
         try:
             fut = self.sequencer.submit(entry)
         except QueueFull:
@@ -249,23 +297,33 @@ class LogService:
         return proof.TlogProof(index, tuple(hashes), cp, extra=entry).to_bytes()
 
     def check_upload(self, name: str, signature_header: str) -> None:
-        """Refuse a blob upload before its body is read: a bad name (``FormatError``) or, on a
-        log with witnesses, no valid ``X-Blob-Signature``."""
+        """Refuse a blob upload before its body is read: a bad name (``FormatError``), or no
+        valid ``X-Blob-Signature`` by a key the log takes blobs from: a network's builders, or
+        else ``blob_signers`` (the ``--accept`` keys). A log with neither takes no blobs."""
         blobs.check_name(name)
         if self.network is not None:
-            self.check_blob_signature(name, signature_header)
+            keys = [self.builder_verifiers[b] for b in sorted(self.builder_verifiers)]
+            self.check_blob_signature(name, signature_header, keys, "a network builder")
+        elif self.config.blob_signers:
+            keys = list(self.config.blob_signers)
+            self.check_blob_signature(name, signature_header, keys, "a key the log accepts")
+        else:
+            raise ProblemError(403, "this log takes no blob uploads: it has no builders")
 
-    def check_blob_signature(self, name: str, header: str) -> None:
-        """An upload must be signed by a builder of the network: ``<name> <base64 sig>``."""
+    @staticmethod
+    def check_blob_signature(name: str, header: str, keys: list[note.Verifier], who: str) -> None:
+        """An upload must carry ``X-Blob-Signature: <key name> <base64 sig>`` by one of
+        ``keys`` over the blob's upload message (``ProblemError`` 403 otherwise)."""
         signer, _, encoded = header.partition(" ")
-        verifier = self.builder_verifiers.get(signer)
-        if verifier is None:
-            raise ProblemError(403, "blob uploads need X-Blob-Signature by a network builder")
+        named = [key for key in keys if key.name == signer]
+        if not named:
+            raise ProblemError(403, f"blob uploads need X-Blob-Signature by {who}")
         try:
             signature = base64.b64decode(encoded, validate=True)
         except ValueError:
             raise ProblemError(403, "X-Blob-Signature is not base64") from None
-        if not verifier.verify(blobs.upload_message(name), signature):
+        message = blobs.upload_message(name)
+        if not any(key.verify(message, signature) for key in named):
             raise ProblemError(403, f"bad blob signature by {signer}")
 
     def blob(self, name: str) -> bytes:

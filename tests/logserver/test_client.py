@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,8 @@ from logserver.core.checkpoint import Checkpoint
 from logserver.core.errors import OperationalError, RemoteError
 from logserver.core.policy import Policy
 from logserver.core.proof import verify_proof
-from tests.conftest import RunningLog
+from tests.conftest import RunningLog, start_log
+from tests.support.procs import keygen
 
 
 def test_every_call_against_a_real_log(open_log: RunningLog) -> None:
@@ -39,16 +41,30 @@ def test_every_call_against_a_real_log(open_log: RunningLog) -> None:
         tlog.check_tree(log.consistency_proof(300, 305), 305, new.root_hash, 300, cp.root_hash)
         policy = Policy.for_network(open_log.vkey, [], 0, log_url=open_log.url)
         assert verify_proof(log.tlog_proof(7), b"e7", policy).index == 7
-        name = log.put_blob(b"a blob")
-        assert name == hashlib.sha256(b"a blob").hexdigest()
-        assert log.blob(name) == b"a blob"
-        # The log's own refusals and absences are operational, not the log's bytes being bad.
+        # An --open log takes no blobs; the log's own refusals and absences are operational,
+        # not the log's bytes being bad.
+        with pytest.raises(OperationalError) as refused:
+            log.put_blob(b"a blob")
+        assert not isinstance(refused.value, RemoteError) and "403" in str(refused.value)
         with pytest.raises(OperationalError) as missing:
             log.blob(hashlib.sha256(b"never stored").hexdigest())
         assert not isinstance(missing.value, RemoteError) and "404" in str(missing.value)
         with pytest.raises(OperationalError) as beyond:
             log.leaves(300, 400)
         assert not isinstance(beyond.value, RemoteError)
+
+
+def test_signed_blob_upload(tmp_path: Path) -> None:
+    key, vkey = keygen(tmp_path, "builder.example")
+    running = start_log(tmp_path, extra=["--accept", vkey])
+    try:
+        with LogClient(running.url) as log:
+            signer = note.Signer.from_private_key(key.read_text().strip())
+            name = log.put_blob(b"a blob", signer)
+            assert name == hashlib.sha256(b"a blob").hexdigest()
+            assert log.blob(name) == b"a blob"
+    finally:
+        running.proc.stop()
 
 
 def test_an_unreachable_log() -> None:

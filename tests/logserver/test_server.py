@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from logserver.core import note, tiles, tlog
 from logserver.core.checkpoint import Checkpoint
 from logserver.core.policy import Policy
 from tests.conftest import RunningLog, start_log
-from tests.support.procs import keygen, run_cli
+from tests.support.procs import ServerProcess, keygen, run_cli
 
 
 def add(client: httpx.Client, data: bytes) -> int:
@@ -247,3 +248,96 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
     assert r.headers["retry-after"] == "1"
     assert "busy" in r.json()["detail"]
     service.store.close()
+
+
+def _blob_header(signer: note.Signer, name: str) -> dict[str, str]:
+    from logserver.blobs import upload_message
+
+    signature = base64.b64encode(signer.sign(upload_message(name))).decode()
+    return {"X-Blob-Signature": f"{signer.name} {signature}"}
+
+
+def test_accepted_note_is_logged_once_even_when_replayed(tmp_path: Path) -> None:
+    """A replayed signed note answers the index it already has; the log never grows."""
+    writer_key, writer_vkey = keygen(tmp_path, "builder.example")
+    log = start_log(tmp_path, extra=["--accept", writer_vkey])
+    writer = note.Signer.from_private_key(writer_key.read_text().strip())
+    signed = note.sign_note(b"release 1.0 is good\n", writer)
+    try:
+        with httpx.Client(base_url=log.url) as c:
+            assert add(c, note.sign_note(b"first\n", writer)) == 0
+            assert add(c, signed) == 1
+            for _ in range(5):
+                assert add(c, signed) == 1  # same answer as the first time
+            # One more signature line, by a key the log does not know, makes no new note.
+            other = note.Signer("someone.example", bytes(32))
+            assert add(c, note.add_signatures(signed, other)) == 1
+            assert add(c, note.sign_note(b"other\n", writer)) == 2
+            assert c.get("/readyz").json()["size"] == 3
+        log.proc.stop()
+        log.proc.start()  # the index of accepted notes is durable
+        with httpx.Client(base_url=log.proc.url) as c:
+            assert add(c, signed) == 1
+            assert c.get("/readyz").json()["size"] == 3
+            assert "log_entries_duplicate_total 1.0" in c.get("/metrics").text
+            assert c.get("/entry/1").content == signed
+    finally:
+        log.proc.stop()
+
+
+def test_blob_uploads_need_an_accepted_key(tmp_path: Path) -> None:
+    writer_key, writer_vkey = keygen(tmp_path, "builder.example")
+    stranger_key, _ = keygen(tmp_path, "stranger.example")
+    writer = note.Signer.from_private_key(writer_key.read_text().strip())
+    stranger = note.Signer.from_private_key(stranger_key.read_text().strip())
+    forger = note.Signer("builder.example", bytes(32))  # the right name, another key
+    data = b"a manifest"
+    name = hashlib.sha256(data).hexdigest()
+    log = start_log(tmp_path, extra=["--accept", writer_vkey])
+    try:
+        with httpx.Client(base_url=log.url) as c:
+            assert_problem(c.put(f"/blob/{name}", content=data), 403)
+            for who in (stranger, forger):
+                r = c.put(f"/blob/{name}", content=data, headers=_blob_header(who, name))
+                assert_problem(r, 403)
+            assert_problem(c.get(f"/blob/{name}"), 404)
+            r = c.put(f"/blob/{name}", content=data, headers=_blob_header(writer, name))
+            assert r.status_code == 201, r.text
+            assert c.get(f"/blob/{name}").content == data
+    finally:
+        log.proc.stop()
+
+
+def test_an_open_log_takes_no_blobs(open_log: RunningLog) -> None:
+    data = b"fills the disk"
+    name = hashlib.sha256(data).hexdigest()
+    anyone = note.Signer("anyone.example", bytes(32))
+    with httpx.Client(base_url=open_log.url) as c:
+        r = c.put(f"/blob/{name}", content=data)
+        assert_problem(r, 403)
+        assert "no blob uploads" in r.json()["detail"]
+        signed = c.put(f"/blob/{name}", content=data, headers=_blob_header(anyone, name))
+        assert_problem(signed, 403)
+        assert_problem(c.get(f"/blob/{name}"), 404)
+
+
+def test_notes_logged_while_open_are_not_logged_again_once_accepting(tmp_path: Path) -> None:
+    writer_key, writer_vkey = keygen(tmp_path, "builder.example")
+    writer = note.Signer.from_private_key(writer_key.read_text().strip())
+    signed = note.sign_note(b"logged while open\n", writer)
+    log = start_log(tmp_path)
+    with httpx.Client(base_url=log.url) as c:
+        assert add(c, b"not a note") == 0
+        assert add(c, signed) == 1
+        assert add(c, signed) == 2  # an --open log takes any entry, again and again
+    log.proc.stop()
+    accepting = ServerProcess(
+        ["log", "serve", "--key", str(log.key), "--data", str(log.data)]
+        + ["--listen", "127.0.0.1:0", "--accept", writer_vkey]
+    ).start()
+    try:
+        with httpx.Client(base_url=accepting.url) as c:
+            assert add(c, signed) == 1  # found by the index built at start-up
+            assert add(c, note.sign_note(b"new\n", writer)) == 3
+    finally:
+        accepting.stop()
