@@ -57,7 +57,7 @@ class ProtocolBatcher:
 
         def append_due() -> None:
             for entry in trial.due_entries(now):
-                append(sign_entry(entry, self._signer))
+                append(sign_entry(entry, self._signer, trial.config.network_id))
 
         append_due()
         outcomes: list[int | Exception] = []

@@ -130,7 +130,9 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
             _finish(args, result, timings)
             return 1
         manifest = client.blob(verdict.output_digest)
-        bundle = VerdictBundle(logged.leaf.to_bytes(), manifest, recipe.to_json())
+        bundle = VerdictBundle(
+            logged.leaf.to_bytes(), manifest, recipe.to_json(), config.network_id
+        )
         proof_path.write_bytes(
             proof.TlogProof(raw.index, raw.hashes, raw.checkpoint, bundle.to_extra()).to_bytes()
         )

@@ -207,7 +207,9 @@ class WitnessNode:
             )
             self._entry_check = validator.check
             self.writer = SigningWriter(
-                LogClient(network.log.url, timeout=60.0), note.Signer(signer.name, seed)
+                LogClient(network.log.url, timeout=60.0),
+                note.Signer(signer.name, seed),
+                network.network_id,
             )
             self.worker = BuildWorker(
                 signer.name,

@@ -68,13 +68,14 @@ class SigningWriter:
     The HTTP goes through ``log``, the one client of the log; this class only adds the signing.
     """
 
-    def __init__(self, log: LogClient, signer: note.Signer) -> None:
+    def __init__(self, log: LogClient, signer: note.Signer, network_id: str) -> None:
         self.log = log
         self.signer = signer
+        self.network_id = network_id  # entries are signed for this network only
 
     def add_entry(self, entry: Entry) -> int:
         """Sign ``entry`` and append it as canonical JSON; return its index in the log."""
-        signed = sign_entry(entry, self.signer)
+        signed = sign_entry(entry, self.signer, self.network_id)
         return self.log.add_entry(canonical_json.encode(signed.to_json()))
 
     def put_blob(self, data: bytes) -> str:

@@ -21,9 +21,10 @@ the log owes a close and a ``failed`` verdict.
 >>> builder = note.Signer("builder-1", bytes([1]) * 32)
 >>> config = rules.ProtocolConfig(
 ...     log=log_key.verifier(), builders={"builder-1": builder.verifier()},
-...     build_deadline_ms=1000, reveal_deadline_ms=1000)
+...     build_deadline_ms=1000, reveal_deadline_ms=1000, network_id="example")
 >>> state = rules.ProtocolState(config)
->>> request = signed.sign_entry(entries.Request({"name": "demo", "version": "1.0.0"}), builder)
+>>> demo = entries.Request({"name": "demo", "version": "1.0.0"})
+>>> request = signed.sign_entry(demo, builder, config.network_id)
 >>> state.apply(signed.Leaf(request, time_ms=0))
 >>> [type(due).__name__ for due in state.due_entries(999)]
 []

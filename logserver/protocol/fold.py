@@ -30,6 +30,7 @@ def protocol_config(network: NetworkConfig) -> ProtocolConfig:
         build_deadline_ms=network.builds.build_deadline_ms,
         reveal_deadline_ms=network.builds.reveal_deadline_ms,
         threshold=network.k,
+        network_id=network.network_id,
     )
 
 

@@ -91,8 +91,10 @@ class NetworkConfig:
         if self.entries not in ("protocol", "open"):
             raise FormatError(what, 'entries must be "protocol" or "open"')
         n = len(self.witnesses)
-        if not self.network_id or len(self.network_id) > 128:
-            raise FormatError(what, "network_id must be 1 to 128 characters")
+        if not 0 < len(self.network_id.encode("utf-8", "replace")) <= 128 or any(
+            "\ud800" <= c <= "\udfff" for c in self.network_id
+        ):
+            raise FormatError(what, "network_id must be 1 to 128 bytes of UTF-8")
         if self.f < 0 or n != 3 * self.f + 1 or n > MAX_WITNESSES:
             raise FormatError(what, f"n = {n} witnesses does not equal 3f+1 with f = {self.f}")
         names = [w.name for w in self.witnesses]

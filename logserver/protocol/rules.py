@@ -32,7 +32,13 @@ from logserver.protocol.entries import (
     Verdict,
     check_name,
 )
-from logserver.protocol.signed import EntryVerifier, Leaf, SignedEntry, verify_entry
+from logserver.protocol.signed import (
+    EntryVerifier,
+    Leaf,
+    SignedEntry,
+    network_id_bytes,
+    verify_entry,
+)
 
 
 class ProtocolViolation(VerificationError):
@@ -57,15 +63,21 @@ def default_threshold(builder_count: int) -> int:
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    """The network's protocol parameters (supplied by the network config)."""
+    """The network's protocol parameters (supplied by the network config).
+
+    ``network_id`` is inside every entry's signed bytes: entries signed for another network
+    do not verify here.
+    """
 
     log: EntryVerifier
     builders: Mapping[str, EntryVerifier]
     build_deadline_ms: int
     reveal_deadline_ms: int
     threshold: int = 0  # 0 means default_threshold(len(builders))
+    network_id: str = field(kw_only=True)
 
     def __post_init__(self) -> None:
+        network_id_bytes(self.network_id)
         if not self.builders:
             raise UsageError("the network needs at least one builder")
         for name, verifier in self.builders.items():
@@ -227,7 +239,7 @@ class ProtocolState:
         if signed.signer.key_id != verifier.key_id:
             self._fail("unregistered-key", f"{signed.signer} is not the registered key of {name}")
         try:
-            verify_entry(signed, verifier)
+            verify_entry(signed, verifier, self.config.network_id)
         except VerificationError as exc:
             raise ProtocolViolation("bad-signature", self.size, str(exc)) from exc
         if isinstance(entry, Close | Verdict) != is_log and not isinstance(entry, DiffReport):

@@ -2,8 +2,9 @@
 
 A signed entry is an entry's JSON object (:mod:`logserver.protocol.entry_json`) plus a
 ``signer`` (``{"name", "key_id"}``) and a ``signature``: base64 of the Ed25519 signature over
-``"synchronicity/entry/v1\\n"`` followed by the canonical JSON (RFC 8785,
-:mod:`logserver.core.canonical_json`) of the entry without its ``signature`` member. Every leaf
+``"synchronicity/entry/v2\\n"``, the network id (one length byte, then its UTF-8 bytes) and
+the canonical JSON (RFC 8785, :mod:`logserver.core.canonical_json`) of the entry without its
+``signature`` member, so an entry signed for one network is refused by every other. Every leaf
 of a protocol log is the canonical JSON of ``{"entry": <signed entry>, "time": <log ms>}``
 (:class:`Leaf`). Pure: parsing is strict (canonical base64, bounded sizes).
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logserver.core import canonical_json
-from logserver.core.errors import FormatError, VerificationError
+from logserver.core.errors import FormatError, UsageError, VerificationError
 from logserver.core.note import NoteSigner, NoteVerifier
 from logserver.protocol.entries import (
     MAX_LEAF_BYTES,
@@ -29,7 +30,8 @@ from logserver.protocol.entries import (
 )
 from logserver.protocol.entry_json import entry_from_json, entry_to_json
 
-ENTRY_DOMAIN = b"synchronicity/entry/v1\n"
+ENTRY_DOMAIN = b"synchronicity/entry/v2\n"
+MAX_NETWORK_ID_BYTES = 255
 _ENVELOPE = {"type", "signer", "signature"}
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 
@@ -68,8 +70,11 @@ class SignedEntry:
     def unsigned_json(self) -> dict[str, Any]:
         return unsigned_entry_json(self.entry, self.signer)
 
-    def signed_message(self) -> bytes:
-        return ENTRY_DOMAIN + canonical_json.encode(self.unsigned_json())
+    def signed_message(self, network_id: str) -> bytes:
+        """The signed bytes: domain ‖ u8 len(network id) ‖ network id ‖ canonical JSON."""
+        network = network_id_bytes(network_id)
+        unsigned = canonical_json.encode(self.unsigned_json())
+        return ENTRY_DOMAIN + bytes([len(network)]) + network + unsigned
 
     def to_json(self) -> dict[str, Any]:
         return self.unsigned_json() | {"signature": base64.b64encode(self.signature).decode()}
@@ -107,24 +112,38 @@ class SignedEntry:
         )
 
 
+def network_id_bytes(network_id: str) -> bytes:
+    """The UTF-8 bytes of a network id (1 to 255 of them), as the signed message holds them."""
+    try:
+        encoded = network_id.encode("utf-8")
+    except (AttributeError, UnicodeEncodeError) as exc:
+        raise UsageError(f"the network id {network_id!r} is not a text") from exc
+    if not 0 < len(encoded) <= MAX_NETWORK_ID_BYTES:
+        raise UsageError(f"the network id must be 1 to {MAX_NETWORK_ID_BYTES} UTF-8 bytes")
+    return encoded
+
+
 def unsigned_entry_json(entry: Entry, signer: KeyRef) -> dict[str, Any]:
     """The object that is signed: the entry's members plus ``signer``."""
     return entry_to_json(entry) | {"signer": signer.to_json()}
 
 
-def sign_entry(entry: Entry, signer: EntrySigner) -> SignedEntry:
-    """Sign ``entry`` with ``signer`` (domain-separated, over its canonical JSON)."""
+def sign_entry(entry: Entry, signer: EntrySigner, network_id: str) -> SignedEntry:
+    """Sign ``entry`` with ``signer`` for the network ``network_id`` (domain-separated, over
+    the network id and the entry's canonical JSON)."""
     unsigned = SignedEntry(entry, KeyRef(signer.name, signer.key_id), b"")
-    return SignedEntry(entry, unsigned.signer, signer.sign(unsigned.signed_message()))
+    return SignedEntry(entry, unsigned.signer, signer.sign(unsigned.signed_message(network_id)))
 
 
-def verify_entry(signed: SignedEntry, verifier: EntryVerifier) -> None:
-    """Raise VerificationError unless ``verifier``'s key made ``signed``'s signature."""
+def verify_entry(signed: SignedEntry, verifier: EntryVerifier, network_id: str) -> None:
+    """Raise VerificationError unless ``verifier``'s key signed ``signed`` for ``network_id``."""
     expected = KeyRef(verifier.name, verifier.key_id)
     if signed.signer != expected:
         raise VerificationError(f"entry signed by {signed.signer}, expected {expected}")
-    if not verifier.verify(signed.signed_message(), signed.signature):
-        raise VerificationError(f"bad entry signature by {signed.signer.name}")
+    if not verifier.verify(signed.signed_message(network_id), signed.signature):
+        raise VerificationError(
+            f"bad entry signature by {signed.signer.name} (for network {network_id!r})"
+        )
 
 
 # ---------------------------------------------------------------------------- leaves

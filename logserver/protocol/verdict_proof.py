@@ -3,13 +3,14 @@ this source", checkable offline (spec/proof-file.md).
 
 The proof's ``extra`` data carries a canonical-JSON bundle::
 
-    {"leaf": base64(verdict leaf), "manifest": base64(manifest), "recipe": base64(recipe)}
+    {"leaf": base64(verdict leaf), "manifest": base64(manifest), "network": <network id>,
+     "recipe": base64(recipe)}
 
 The inclusion proof covers the verdict leaf. The manifest is bound by the verdict's output
 digest (its SHA-256) and the recipe by the job id (its SHA-256), so neither needs a proof of
 its own. Checking an artifact means: the checkpoint satisfies the policy, the leaf is included,
-it is a log-signed ``reproduced`` verdict, the manifest and recipe hash to what it names, and
-the artifact's SHA-256 is in the manifest. Pure: no I/O.
+it is a ``reproduced`` verdict the log signed for the bundle's network, the manifest and recipe
+hash to what it names, and the artifact's SHA-256 is in the manifest. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -21,26 +22,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from logserver.core import canonical_json, proof
-from logserver.core.errors import FormatError, VerificationError
+from logserver.core.errors import FormatError, UsageError, VerificationError
 from logserver.core.policy import Policy
 from logserver.protocol.entries import Verdict
-from logserver.protocol.signed import Leaf, verify_entry
+from logserver.protocol.signed import Leaf, network_id_bytes, verify_entry
 
 
 @dataclass(frozen=True)
 class VerdictBundle:
-    """The extra data of a verdict proof file: the verdict leaf, the output manifest and the
-    recipe, so that a consumer can check an artifact offline."""
+    """The extra data of a verdict proof file: the verdict leaf, the output manifest, the
+    recipe, and the network the verdict was signed for, so that a consumer can check an
+    artifact offline."""
 
     leaf: bytes
     manifest: bytes
     recipe: bytes
+    network_id: str
 
     def to_extra(self) -> bytes:
         return canonical_json.encode(
             {
                 "leaf": base64.b64encode(self.leaf).decode(),
                 "manifest": base64.b64encode(self.manifest).decode(),
+                "network": self.network_id,
                 "recipe": base64.b64encode(self.recipe).decode(),
             }
         )
@@ -48,8 +52,8 @@ class VerdictBundle:
     @classmethod
     def from_extra(cls, extra: bytes) -> VerdictBundle:
         obj = canonical_json.decode_object(extra, max_bytes=proof.MAX_EXTRA_BYTES)
-        if set(obj) != {"leaf", "manifest", "recipe"}:
-            raise FormatError("verdict bundle", "members must be leaf, manifest, recipe")
+        if set(obj) != {"leaf", "manifest", "network", "recipe"}:
+            raise FormatError("verdict bundle", "members must be leaf, manifest, network, recipe")
         parts = []
         for key in ("leaf", "manifest", "recipe"):
             value = obj[key]
@@ -59,7 +63,15 @@ class VerdictBundle:
                 parts.append(base64.b64decode(value, validate=True))
             except binascii.Error as e:
                 raise FormatError("verdict bundle", f"{key} is not base64") from e
-        return cls(*parts)
+        network = obj["network"]
+        if not isinstance(network, str):
+            raise FormatError("verdict bundle", "network is not a string")
+        try:
+            network_id_bytes(network)
+        except UsageError as e:
+            raise FormatError("verdict bundle", str(e)) from e
+        leaf, manifest, recipe = parts
+        return cls(leaf, manifest, recipe, network)
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,8 @@ def verify_verdict_proof(proof_file: bytes, policy: Policy) -> Reproduced:
     if not isinstance(verdict, Verdict):
         raise VerificationError("the proven entry is not a verdict")
     logs = [log.verifier for log in policy.logs if log.verifier.name == verified.checkpoint.origin]
-    verify_entry(leaf.entry, logs[0])  # a verdict is authored by the log itself
+    # A verdict is authored by the log itself, and signed for its network.
+    verify_entry(leaf.entry, logs[0], bundle.network_id)
     if verdict.outcome != "reproduced" or verdict.output_digest is None:
         raise VerificationError(f"the verdict is {verdict.outcome!r}, not reproduced")
     if hashlib.sha256(bundle.manifest).hexdigest() != verdict.output_digest:

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logserver.core import canonical_json
-from logserver.core.errors import FormatError, VerificationError
+from logserver.core.errors import FormatError, UsageError, VerificationError
 from logserver.core.note import Signer
 from logserver.protocol.entries import (
     MAX_LEAF_BYTES,
@@ -45,6 +45,7 @@ from logserver.protocol.signed import (
     verify_entry,
 )
 
+NETWORK = "test.network"
 LOG_KEY = Signer("log.example", b"L" * 32)
 BUILDER_KEYS = [Signer(f"builder-{i}", bytes([i]) * 32) for i in range(1, 8)]
 
@@ -57,8 +58,8 @@ def digest(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
 
 
-def make_leaf(entry: Entry, signer: Signer, time_ms: int) -> Leaf:
-    return Leaf(sign_entry(entry, signer), time_ms)
+def make_leaf(entry: Entry, signer: Signer, time_ms: int, network: str = NETWORK) -> Leaf:
+    return Leaf(sign_entry(entry, signer, network), time_ms)
 
 
 JOB = job_id(recipe())
@@ -173,18 +174,18 @@ def test_leaf_round_trip_and_signature(entry: Entry) -> None:
     data = leaf.to_bytes()
     parsed = Leaf.parse(data)
     assert parsed == leaf and parsed.to_bytes() == data
-    verify_entry(parsed.entry, signer.verifier())
+    verify_entry(parsed.entry, signer.verifier(), NETWORK)
     with pytest.raises(VerificationError, match="expected"):
-        verify_entry(parsed.entry, BUILDER_KEYS[1].verifier())
+        verify_entry(parsed.entry, BUILDER_KEYS[1].verifier(), NETWORK)
     forged = SignedEntry(entry, KeyRef(signer.name, signer.key_id), bytes(64))
     with pytest.raises(VerificationError, match="bad entry signature"):
-        verify_entry(forged, signer.verifier())
+        verify_entry(forged, signer.verifier(), NETWORK)
 
 
 def test_signed_bytes_are_domain_separated_canonical_json() -> None:
     signer = BUILDER_KEYS[0]
     entry = Commit(JOB, signer.name, D1)
-    signed = sign_entry(entry, signer)
+    signed = sign_entry(entry, signer, NETWORK)
     unsigned = {
         "builder": signer.name,
         "commitment": D1,
@@ -192,19 +193,39 @@ def test_signed_bytes_are_domain_separated_canonical_json() -> None:
         "signer": {"key_id": f"{signer.key_id:08x}", "name": signer.name},
         "type": "commit",
     }
-    message = ENTRY_DOMAIN + canonical_json.encode(unsigned)
-    assert signed.signed_message() == message
+    message = (
+        b"synchronicity/entry/v2\n"
+        + bytes([len(NETWORK)])
+        + NETWORK.encode()
+        + canonical_json.encode(unsigned)
+    )
+    assert ENTRY_DOMAIN == b"synchronicity/entry/v2\n"
+    assert signed.signed_message(NETWORK) == message
     assert signer.verifier().verify(message, signed.signature)
     assert signed.to_json() == unsigned | {"signature": base64.b64encode(signed.signature).decode()}
     leaf = Leaf(signed, 7)
     assert leaf.to_bytes() == canonical_json.encode({"entry": signed.to_json(), "time": 7})
 
 
+def test_signatures_name_their_network() -> None:
+    signer = BUILDER_KEYS[0]
+    signed = sign_entry(Commit(JOB, signer.name, D1), signer, "network-a")
+    verify_entry(signed, signer.verifier(), "network-a")
+    for other in ("network-b", "network-a ", "network", "x" * 255, "réseau-a"):
+        with pytest.raises(VerificationError, match="bad entry signature"):
+            verify_entry(signed, signer.verifier(), other)
+    # The id is length-prefixed: moving bytes between the id and the JSON cannot collide.
+    assert signed.signed_message("ab") != signed.signed_message("a")
+    for bad in ("", "x" * 256, "é" * 128):
+        with pytest.raises(UsageError, match="network id"):
+            sign_entry(signed.entry, signer, bad)
+
+
 def test_changing_the_signer_invalidates_the_signature() -> None:
     signer = BUILDER_KEYS[0]
-    signed = sign_entry(Commit(JOB, signer.name, D1), signer)
+    signed = sign_entry(Commit(JOB, signer.name, D1), signer, NETWORK)
     relabelled = SignedEntry(signed.entry, KeyRef(signer.name, signer.key_id ^ 1), signed.signature)
-    assert not signer.verifier().verify(relabelled.signed_message(), signed.signature)
+    assert not signer.verifier().verify(relabelled.signed_message(NETWORK), signed.signature)
 
 
 def _valid_leaf_json(entry: Entry | None = None) -> dict[str, Any]:
@@ -260,7 +281,7 @@ def test_leaf_must_be_canonical_and_bounded() -> None:
     big = Request({"padding": "x" * MAX_LEAF_BYTES})
     with pytest.raises(FormatError, match="65535"):
         make_leaf(big, BUILDER_KEYS[0], 0).to_bytes()
-    obj = {"entry": sign_entry(big, BUILDER_KEYS[0]).to_json(), "time": 0}
+    obj = {"entry": sign_entry(big, BUILDER_KEYS[0], NETWORK).to_json(), "time": 0}
     with pytest.raises(FormatError, match="exceeds"):
         _parse(obj)
 
@@ -358,7 +379,7 @@ def test_any_entry_round_trips_through_a_leaf(entry: Entry, time_ms: int, signer
     data = leaf.to_bytes()
     parsed = Leaf.parse(data)
     assert parsed == leaf and parsed.to_bytes() == data
-    verify_entry(parsed.entry, signer.verifier())
+    verify_entry(parsed.entry, signer.verifier(), NETWORK)
 
 
 @given(st.data())
@@ -371,7 +392,7 @@ def test_corrupted_leaves_fail_cleanly(data: st.DataObject) -> None:
     corrupted[position] = data.draw(st.integers(0, 255))
     try:
         leaf = Leaf.parse(bytes(corrupted))
-        verify_entry(leaf.entry, LOG_KEY.verifier())
+        verify_entry(leaf.entry, LOG_KEY.verifier(), NETWORK)
     except (FormatError, VerificationError):
         return
     assert leaf.entry == good.entry
@@ -402,16 +423,16 @@ def test_spec_example_leaf() -> None:
     assert key.vkey == "builder-1+8832d9eb+AYqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c"
     job = "00" * 32
     commitment = compute_commitment(job, key.name, "11" * 32, "22" * 32)
-    leaf = make_leaf(Commit(job, key.name, commitment), key, 1700000000000)
+    leaf = make_leaf(Commit(job, key.name, commitment), key, 1700000000000, "example-network")
     expected = (
         '{"entry":{"builder":"builder-1","commitment":"7361c671fe89dffc780aa120d18959cedb23ff11'
         'b21f103c887b41e97992a725","job":"00000000000000000000000000000000000000000000000000000'
-        '00000000000","signature":"qBhxCfH046BVdTngfzWZ/zpaOvGabxrLHEtWyHoDgSCyd5X2i5YP6hoe8Wia'
-        'igFypt2xcI91sKBnO7zZrtuhDg==","signer":{"key_id":"8832d9eb","name":"builder-1"},'
+        '00000000000","signature":"10oonnW616I15lJe/rRe3SLidKJEXuBlIzSfhW+4mpWl+9CFIZec885D4W9O'
+        'qkmYecXVBzqbwcPyWDrXLYfpBg==","signer":{"key_id":"8832d9eb","name":"builder-1"},'
         '"type":"commit"},"time":1700000000000}'
     )
     assert leaf.to_bytes() == expected.encode()
-    verify_entry(Leaf.parse(expected.encode()).entry, key.verifier())
+    verify_entry(Leaf.parse(expected.encode()).entry, key.verifier(), "example-network")
 
 
 def test_entries_hold_immutable_copies() -> None:

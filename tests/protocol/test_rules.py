@@ -34,7 +34,14 @@ from logserver.protocol.rules import (
     validate_leaves,
 )
 from logserver.protocol.signed import KeyRef, Leaf, SignedEntry, sign_entry
-from tests.protocol.test_entries import BUILDER_KEYS, LOG_KEY, digest, make_leaf, recipe
+from tests.protocol.test_entries import (
+    BUILDER_KEYS,
+    LOG_KEY,
+    NETWORK,
+    digest,
+    make_leaf,
+    recipe,
+)
 
 KEYS = {key.name: key for key in BUILDER_KEYS}
 A, B, C = digest("output A"), digest("output B"), digest("output C")
@@ -45,7 +52,9 @@ def make_config(
     n: int = 4, threshold: int = 0, build: int = BUILD_DEADLINE, reveal: int = REVEAL_DEADLINE
 ) -> ProtocolConfig:
     builders = {key.name: key.verifier() for key in BUILDER_KEYS[:n]}
-    return ProtocolConfig(LOG_KEY.verifier(), builders, build, reveal, threshold)
+    return ProtocolConfig(
+        LOG_KEY.verifier(), builders, build, reveal, threshold, network_id=NETWORK
+    )
 
 
 def name(i: int) -> str:
@@ -130,9 +139,15 @@ def test_default_threshold(n: int, k: int) -> None:
         lambda: make_config(4, threshold=5),
         lambda: make_config(build=-1),
         lambda: make_config(reveal=-1),
-        lambda: ProtocolConfig(LOG_KEY.verifier(), {}, 1, 1),
-        lambda: ProtocolConfig(LOG_KEY.verifier(), {"other": LOG_KEY.verifier()}, 1, 1),
-        lambda: ProtocolConfig(LOG_KEY.verifier(), {LOG_KEY.name: LOG_KEY.verifier()}, 1, 1),
+        lambda: ProtocolConfig(LOG_KEY.verifier(), {}, 1, 1, network_id=NETWORK),
+        lambda: dataclasses.replace(make_config(), network_id=""),
+        lambda: dataclasses.replace(make_config(), network_id="n" * 256),
+        lambda: ProtocolConfig(
+            LOG_KEY.verifier(), {"other": LOG_KEY.verifier()}, 1, 1, network_id=NETWORK
+        ),
+        lambda: ProtocolConfig(
+            LOG_KEY.verifier(), {LOG_KEY.name: LOG_KEY.verifier()}, 1, 1, network_id=NETWORK
+        ),
     ],
 )
 def test_config_rejects_misuse(make: Callable[[], ProtocolConfig]) -> None:
@@ -157,7 +172,7 @@ def test_signer_rules() -> None:
     commit = Commit(job, name(1), A)
     rejected_unchanged(driver, "unknown-signer", make_leaf(Commit(job, "stranger", A), stranger, 1))
     rejected_unchanged(driver, "unregistered-key", make_leaf(commit, impostor, 1))
-    signed = sign_entry(commit, BUILDER_KEYS[0])
+    signed = sign_entry(commit, BUILDER_KEYS[0], NETWORK)
     forged = SignedEntry(commit, signed.signer, bytes(64))
     rejected_unchanged(driver, "bad-signature", Leaf(forged, 1))
     other = SignedEntry(Commit(job, name(1), B), signed.signer, signed.signature)
@@ -171,6 +186,21 @@ def test_signer_rules() -> None:
     rejected_unchanged(driver, "wrong-author", make_leaf(close, BUILDER_KEYS[0], BUILD_DEADLINE))
     driver.append(make_leaf(commit, BUILDER_KEYS[0], 1))
     assert driver.state.size == 2
+
+
+def test_entries_signed_for_another_network_are_refused() -> None:
+    driver = Driver()
+    job = driver.request()
+    commit = Commit(job, name(1), A)
+    elsewhere = make_leaf(commit, BUILDER_KEYS[0], 1, network="another.network")
+    error = violation("bad-signature", lambda: driver.state.copy().apply(elsewhere))
+    assert "another.network" not in error.detail and NETWORK in error.detail
+    rejected_unchanged(driver, "bad-signature", elsewhere)
+    there = Driver(dataclasses.replace(make_config(), network_id="another.network"))
+    there.append(make_leaf(Request(recipe()), BUILDER_KEYS[0], 0, network="another.network"))
+    there.append(elsewhere)
+    driver.append(make_leaf(commit, BUILDER_KEYS[0], 1))
+    assert driver.state.size == there.state.size == 2
 
 
 def test_time_must_not_go_backwards() -> None:

@@ -73,7 +73,12 @@ class BuiltJob:
 class ProtocolFixture:
     """Signs and sequences protocol leaves; ``time_ms`` is the log's clock."""
 
-    def __init__(self, log_signer: Signer | None = None, start_ms: int = 1_700_000_000_000):
+    def __init__(
+        self,
+        log_signer: Signer | None = None,
+        start_ms: int = 1_700_000_000_000,
+        network_id: str = "example.test",
+    ):
         self.log_signer = log_signer or Signer("example.test/log", _seed("example.test/log"))
         self.builders = {name: Signer(name, _seed(name)) for name in BUILDERS}
         config = ProtocolConfig(
@@ -81,13 +86,16 @@ class ProtocolFixture:
             builders={n: s.verifier() for n, s in self.builders.items()},
             build_deadline_ms=600_000,
             reveal_deadline_ms=600_000,
+            network_id=network_id,
         )
         self.state = ProtocolState(config)
         self.jobs: dict[str, BuiltJob] = {}  # every job so far: older ones may fall due later
         self.time_ms = start_ms
 
     def _leaf(self, entry: e.Entry, signer: Signer) -> bytes:
-        leaf = signed.Leaf(signed.sign_entry(entry, signer), self.time_ms)
+        leaf = signed.Leaf(
+            signed.sign_entry(entry, signer, self.state.config.network_id), self.time_ms
+        )
         self.state.apply(leaf)
         return leaf.to_bytes()
 

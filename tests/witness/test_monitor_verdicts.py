@@ -53,7 +53,8 @@ def test_a_forged_verdict_is_caught() -> None:
             obj["entry"]["threshold"] = len(verdict.agreeing)
             assert obj["entry"]["threshold"] != verdict.threshold
             forged = signed.SignedEntry.from_json(obj["entry"])
-            resigned = signed.sign_entry(forged.entry, fixture.log_signer)
+            network = fixture.state.config.network_id
+            resigned = signed.sign_entry(forged.entry, fixture.log_signer, network)
             leaves[i] = signed.Leaf(resigned, leaf.time_ms).to_bytes()
             break
     else:
