@@ -20,6 +20,8 @@ from logserver.http import (
     accept_signed_notes,
     create_app,
 )
+from logserver.http.transport import ProblemHTTPProtocol
+from logserver.http.wire import decimal
 from logserver.protocol.network import NetworkConfig
 from synchronicity.keys import read_signer, read_verifier
 
@@ -27,10 +29,12 @@ log = logging.getLogger("synchronicity.log")
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    """``HOST:PORT`` (port 0: the kernel picks one), the port a strict decimal."""
+    host, sep, port_text = value.rpartition(":")
+    port = decimal(port_text, 65536)
+    if not sep or not host or port is None:
         raise UsageError(f"--listen wants HOST:PORT, not {value!r}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), port
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -56,6 +60,7 @@ def run_app(app: object, sock: socket.socket) -> None:
         access_log=False,
         lifespan="off",
         timeout_keep_alive=30,
+        http=ProblemHTTPProtocol,  # unparsable requests get a problem+json 400 too
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -38,6 +38,7 @@ from logserver.dashboard.pages import (
     render_overview,
     witness_status,
 )
+from logserver.http.wire import decimal
 from logserver.protocol.signed import Leaf
 
 if TYPE_CHECKING:  # logserver/http/app.py imports this module to register the pages
@@ -74,10 +75,8 @@ def _decimal(request: Request, name: str, default: int, low: int, high: int) -> 
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 12 or (len(raw) > 1 and raw[0] == "0"):
-        return None
-    value = int(raw)
-    return value if low <= value <= high else None
+    value = decimal(raw, high + 1)  # the strict grammar of every number in a request
+    return value if value is not None and low <= value else None
 
 
 def overview_of(service: LogService, follower: IndexFollower, now: float) -> Overview:

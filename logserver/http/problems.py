@@ -9,6 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from logserver.core.errors import FormatError
+from logserver.core.note import parse_decimal
+
 PROBLEM_JSON = "application/problem+json"
 
 _TITLES = {
@@ -71,11 +74,23 @@ def install_handlers(app: FastAPI) -> None:
         return problem(400, f"invalid request: {exc.errors()}")
 
 
+def check_content_length(request: Request, limit: int) -> None:
+    """Refuse a ``Content-Length`` that is not a strict decimal (400: the grammar of every
+    number in a request, ``note.parse_decimal``) or is larger than ``limit`` (413)."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        length = parse_decimal(declared, "Content-Length", 1 << 63)
+    except FormatError:
+        raise ProblemError(400, "Content-Length must be a decimal number of bytes") from None
+    if length > limit:
+        raise ProblemError(413, f"the body is larger than {limit} bytes")
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything larger than ``limit`` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ProblemError(413, f"the body is larger than {limit} bytes")
+    check_content_length(request, limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

@@ -1,7 +1,10 @@
 """Reading requests and writing responses: the small helpers the log's route modules share.
 
-Numbers in paths and query strings are strict decimal: digits only, no leading zero, at most
-20 digits. Everything a route cannot parse is a 400 problem naming what is wrong.
+Every number a request carries (path segments, query parameters, ``Content-Length``) of the
+log, its dashboard and the witness is read with ``decimal``: ASCII digits only, no sign, no
+leading zero, below a bound (so a bounded length). ``str.isdigit`` is not enough: it takes
+``"²"``, which ``int`` refuses. Everything a route cannot parse is a 400 problem naming what is
+wrong.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import json
 from fastapi import Request
 from starlette.responses import Response
 
+from logserver.core.checkpoint import MAX_TREE_SIZE
+from logserver.core.errors import FormatError
+from logserver.core.note import parse_decimal
 from logserver.http.problems import ProblemError
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -18,27 +24,39 @@ TEXT = "text/plain; charset=utf-8"
 OCTETS = "application/octet-stream"
 
 
-def decimal(raw: str) -> int | None:
-    """``raw`` as a strict non-negative decimal integer, or None if it is not one."""
-    if not raw.isdigit() or len(raw) > 20 or (len(raw) > 1 and raw[0] == "0"):
+def decimal(raw: str, limit: int = MAX_TREE_SIZE) -> int | None:
+    """``raw`` as a strict decimal number in ``0..limit-1``, or None if it is not one.
+
+    The grammar is the checkpoint's (``note.parse_decimal``): ASCII digits, no sign, no
+    leading zero, at most as many digits as ``limit`` has. Tree sizes and indexes are below
+    2^63 (``MAX_TREE_SIZE``), the default bound.
+    """
+    try:
+        return parse_decimal(raw, "number", limit)
+    except FormatError:
         return None
-    return int(raw)
 
 
-def int_param(request: Request, name: str) -> int:
-    """The required query parameter ``name``, a strict decimal integer (else 400)."""
+def int_param(request: Request, name: str, limit: int = MAX_TREE_SIZE) -> int:
+    """The required query parameter ``name``, a strict decimal below ``limit`` (else 400)."""
     raw = request.query_params.get(name)
     if raw is None:
         raise ProblemError(400, f"the query parameter {name!r} is required")
-    value = decimal(raw)
+    value = decimal(raw, limit)
     if value is None:
-        raise ProblemError(400, f"the query parameter {name!r} must be a decimal integer")
+        raise ProblemError(
+            400,
+            f"the query parameter {name!r} must be a decimal number below {limit}, "
+            "in ASCII digits without a leading zero",
+        )
     return value
 
 
-def optional_int_param(request: Request, name: str, default: int) -> int:
+def optional_int_param(
+    request: Request, name: str, default: int, limit: int = MAX_TREE_SIZE
+) -> int:
     """The query parameter ``name`` like ``int_param``, or ``default`` when it is absent."""
-    return int_param(request, name) if name in request.query_params else default
+    return int_param(request, name, limit) if name in request.query_params else default
 
 
 def json_response(obj: object) -> Response:

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from logserver.core.cosignature import CosignatureSigner
 from logserver.core.errors import OperationalError, UsageError
-from logserver.http.problems import problem
+from logserver.http.problems import ProblemError, problem, read_body
 from witness.cosign.rules import (
     MAX_REQUEST_BYTES,
     SIZE_CONTENT_TYPE,
@@ -129,25 +129,14 @@ def rejection_response(rejected: Rejected) -> Response:
     return problem(int(rejected.status), rejected.detail)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def add_routes(app: FastAPI, handler: AddCheckpointHandler, prefix: str = "") -> None:
     """Mount ``POST <prefix>/add-checkpoint`` on ``app``."""
 
     async def add_checkpoint(request: Request) -> Response:
-        body = await _read_limited(request, handler.max_body)
-        if body is None:
-            return problem(413, f"the request body is larger than {handler.max_body} bytes")
+        try:
+            body = await read_body(request, handler.max_body)
+        except ProblemError as refused:  # a malformed or too large Content-Length or body
+            return problem(refused.status, refused.detail)
         prepared = handler.prepare(body)
         if isinstance(prepared, Rejected):
             return rejection_response(prepared)
