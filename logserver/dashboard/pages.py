@@ -83,18 +83,24 @@ def code(value: object) -> str:
     return f"<code>{esc(value)}</code>"
 
 
-def layout(title: str, origin: str, body: str, query: str = "") -> str:
+def layout(title: str, origin: str, body: str, query: str = "", *, builds: bool = True) -> str:
+    """A whole page; ``builds`` adds the link to the builds and the search box (only a log
+    that runs the build protocol has builds)."""
+    build_nav = (
+        '<a href="/builds" id="nav-builds">Builds</a>'
+        '<a href="/checkpoints" id="nav-checkpoints">Checkpoints</a>'
+        '<form action="/builds" method="get" role="search">'
+        f'<input type="search" name="q" value="{esc(query)}" placeholder="crate name"'
+        ' aria-label="search builds by crate name"></form>'
+        if builds
+        else '<a href="/checkpoints" id="nav-checkpoints">Checkpoints</a>'
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} · Synchronicity</title><style>{STYLE}</style></head><body>"
         '<header><a href="/" id="nav-overview">Synchronicity</a>'
-        f'<span class="origin">{esc(origin)}</span>'
-        '<a href="/builds" id="nav-builds">Builds</a>'
-        '<a href="/checkpoints" id="nav-checkpoints">Checkpoints</a>'
-        '<form action="/builds" method="get" role="search">'
-        f'<input type="search" name="q" value="{esc(query)}" placeholder="crate name"'
-        ' aria-label="search builds by crate name"></form></header>'
+        f'<span class="origin">{esc(origin)}</span>{build_nav}</header>'
         f"<main>{body}</main></body></html>\n"
     )
 
@@ -132,8 +138,14 @@ def jobs_table(jobs: Sequence[JobSummary], table_id: str = "builds") -> str:
     return table(["crate", "verdict", "requested", "decided", "job"], rows, table_id)
 
 
-def error_page(origin: str, title: str, message: str) -> str:
-    return layout(title, origin, f"<h1>{esc(title)}</h1><p>{esc(message)}</p>")
+def error_page(origin: str, title: str, message: str, *, builds: bool = True) -> str:
+    return layout(title, origin, f"<h1>{esc(title)}</h1><p>{esc(message)}</p>", builds=builds)
+
+
+NO_PROTOCOL = (
+    "This log has no build protocol: its entries are not checked by any build rules, so it "
+    "shows no builds or verdicts, only its size, checkpoints and witnesses."
+)
 
 
 # -------------------------------------------------------------------------------- overview
@@ -163,7 +175,11 @@ class WitnessRow:
 
 @dataclass(frozen=True)
 class Overview:
-    """What the overview page shows: sizes, the published checkpoint, witnesses and builds."""
+    """What the overview page shows: sizes, the published checkpoint, witnesses and builds.
+
+    ``builds`` is False for a log whose leaves no build protocol checked: then the page shows
+    no build counts or verdicts (``counts`` and ``latest`` are empty).
+    """
 
     origin: str
     tree_size: int
@@ -176,6 +192,7 @@ class Overview:
     witnesses: tuple[WitnessRow, ...]
     counts: Mapping[str, int]
     latest: tuple[JobSummary, ...]
+    builds: bool = True
 
 
 def witness_status(last_size: int, last_time: float | None, tree_size: int, now: float) -> str:
@@ -202,15 +219,20 @@ def render_overview(o: Overview) -> str:
     stats = [
         ("tree size", o.tree_size, "tree-size"),
         ("published size", o.published_size, "published-size"),
-        ("builds", o.counts.get("jobs", 0), "builds"),
-        ("reproduced", o.counts.get("reproduced", 0), "reproduced"),
-        ("not reproduced", o.counts.get("not-reproduced", 0), "not-reproduced"),
-        ("failed", o.counts.get("failed", 0), "failed"),
     ]
+    if o.builds:
+        stats += [
+            ("builds", o.counts.get("jobs", 0), "builds"),
+            ("reproduced", o.counts.get("reproduced", 0), "reproduced"),
+            ("not reproduced", o.counts.get("not-reproduced", 0), "not-reproduced"),
+            ("failed", o.counts.get("failed", 0), "failed"),
+        ]
     parts = [
-        f'<h1>Log <code>{esc(o.origin)}</code></h1><meta name="indexed-size"'
-        f' content="{o.indexed_size}">',
-        index_notice(o.tree_size, o.indexed_size, o.index_failure),
+        f"<h1>Log <code>{esc(o.origin)}</code></h1>",
+        f'<meta name="indexed-size" content="{o.indexed_size}">'
+        + index_notice(o.tree_size, o.indexed_size, o.index_failure)
+        if o.builds
+        else f'<p id="no-protocol">{esc(NO_PROTOCOL)}</p>',
         "<div>"
         + "".join(
             f'<span class="stat" id="stat-{i}"><b>{v}</b>{esc(k)}</span>' for k, v, i in stats
@@ -249,13 +271,16 @@ def render_overview(o: Overview) -> str:
         parts.append(
             table(["witness", "URL", "health", "last cosigned size", "at", "lag"], rows, "wits")
         )
-    parts.append("<h2>Latest verdicts</h2>")
-    parts.append(jobs_table(o.latest, "latest") if o.latest else "<p>No verdict yet.</p>")
+    if o.builds:
+        parts.append("<h2>Latest verdicts</h2>")
+        parts.append(jobs_table(o.latest, "latest") if o.latest else "<p>No verdict yet.</p>")
     parts.append(
-        '<p><a href="/builds">All builds</a> · <a href="/checkpoints">Checkpoint history</a> · '
+        "<p>"
+        + ('<a href="/builds">All builds</a> · ' if o.builds else "")
+        + '<a href="/checkpoints">Checkpoint history</a> · '
         '<a href="/witnesses">witnesses (JSON)</a> · <a href="/metrics">metrics</a></p>'
     )
-    return layout("Overview", o.origin, "".join(parts))
+    return layout("Overview", o.origin, "".join(parts), builds=o.builds)
 
 
 # -------------------------------------------------------------------------------- builds
@@ -299,7 +324,12 @@ class CheckpointRow:
 
 
 def render_checkpoints(
-    origin: str, rows: Sequence[CheckpointRow], before: int | None, next_before: int | None
+    origin: str,
+    rows: Sequence[CheckpointRow],
+    before: int | None,
+    next_before: int | None,
+    *,
+    builds: bool = True,
 ) -> str:
     cells = [
         [
@@ -321,7 +351,7 @@ def render_checkpoints(
     if next_before is not None:
         links.append(f'<a rel="next" href="/checkpoints?before={next_before}">older →</a>')
     body.append(f'<nav class="pages">{"".join(links)}</nav>')
-    return layout("Checkpoints", origin, "".join(body))
+    return layout("Checkpoints", origin, "".join(body), builds=builds)
 
 
 def recipe_rows(recipe: Mapping[str, Any]) -> list[list[str]]:

@@ -1,7 +1,11 @@
 """The log's dashboard: server-rendered HTML pages over the log, its builds and its witnesses.
 
 ``add_dashboard(app, service)`` registers ``/`` (overview), ``/builds`` (``?page=``, ``?q=``),
-``/build/<job id>`` and ``/checkpoints`` (``?before=``). No page scans the log: build lists
+``/build/<job id>`` and ``/checkpoints`` (``?before=``). The build pages exist only on a log that
+runs the build protocol (``--network`` with ``"entries": "protocol"``), whose sequencer checked
+every leaf against its rules; on any other log anyone may append leaves that look like builds,
+so there ``/builds`` and ``/build/<job id>`` answer 404 and the overview shows no builds. No
+page scans the log: build lists
 come from a :class:`~logserver.dashboard.index.BuildIndex` filled once at start-up from LMDB,
 by a background thread, and kept level by a sequencer listener; a build page reads only its
 job's leaves, a checkpoint page only the checkpoints it shows. HTML comes from the pure
@@ -26,6 +30,7 @@ from logserver.core.note import NoteSignature, split_note
 from logserver.dashboard.build import render_build
 from logserver.dashboard.index import MAX_QUERY_CHARS, IndexFollower
 from logserver.dashboard.pages import (
+    NO_PROTOCOL,
     PAGE_SIZE,
     CheckpointRow,
     Overview,
@@ -52,9 +57,15 @@ _JOB_ID = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class Dashboard:
-    """What ``add_dashboard`` keeps on ``app.state.dashboard``."""
+    """What ``add_dashboard`` keeps on ``app.state.dashboard`` (no follower: no builds)."""
 
-    follower: IndexFollower
+    follower: IndexFollower | None
+
+
+def runs_protocol(service: LogService) -> bool:
+    """Whether the log's leaves were checked by the build protocol's rules on the way in:
+    only then are its builds and verdicts shown."""
+    return service.network is not None and service.network.entries == "protocol"
 
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
@@ -79,8 +90,9 @@ def _decimal(request: Request, name: str, default: int, low: int, high: int) -> 
     return value if value is not None and low <= value else None
 
 
-def overview_of(service: LogService, follower: IndexFollower, now: float) -> Overview:
-    """Everything the overview page shows, read from the service without scanning the log."""
+def overview_of(service: LogService, follower: IndexFollower | None, now: float) -> Overview:
+    """Everything the overview page shows, read from the service without scanning the log
+    (builds only with a ``follower``: a log that runs the build protocol)."""
     store, network = service.store, service.network
     tree_size = store.size()
     witness_names = {w.name for w in network.witnesses} if network else set()
@@ -105,6 +117,21 @@ def overview_of(service: LogService, follower: IndexFollower, now: float) -> Ove
         size, at = last if last is not None else (0, None)
         status = witness_status(size, at, tree_size, now)
         witnesses.append(WitnessRow(w.name, w.url, size, at, max(tree_size - size, 0), status))
+    if follower is None:
+        return Overview(
+            origin=service.origin,
+            tree_size=tree_size,
+            indexed_size=0,
+            index_failure=None,
+            published_size=published_size,
+            published_root=root,
+            signatures=tuple(signatures),
+            quorum=network.quorum if network else 0,
+            witnesses=tuple(witnesses),
+            counts={},
+            latest=(),
+            builds=False,
+        )
     index = follower.index
     return Overview(
         origin=service.origin,
@@ -150,19 +177,61 @@ def add_dashboard(app: FastAPI, service: LogService) -> None:
     """
     if getattr(app.state, "dashboard", None) is not None:
         return
+    origin = service.origin
+    if not runs_protocol(service):
+        app.state.dashboard = Dashboard(None)
+        _add_log_pages(app, service, None)
+        _add_no_builds(app, origin)
+        return
     follower = IndexFollower(service.store)
     service.sequencer.add_listener(follower.on_integrated)
     follower.start()
-    dashboard = Dashboard(follower)
-    app.state.dashboard = dashboard
-    index, origin = follower.index, service.origin
+    app.state.dashboard = Dashboard(follower)
+    _add_log_pages(app, service, follower)
+    _add_build_pages(app, service, follower)
 
-    def bad_request(message: str) -> HTMLResponse:
-        return _html(error_page(origin, "Bad request", message), 400)
+
+def _add_no_builds(app: FastAPI, origin: str) -> None:
+    """``/builds`` and ``/build/<id>`` of a log that does not run the build protocol: 404."""
+
+    def no_builds() -> HTMLResponse:
+        return _html(error_page(origin, "No builds", NO_PROTOCOL, builds=False), 404)
+
+    @app.get("/builds", include_in_schema=False)
+    async def builds() -> HTMLResponse:
+        return no_builds()
+
+    @app.get("/build/{job_id}", include_in_schema=False)
+    async def build(job_id: str) -> HTMLResponse:
+        return no_builds()
+
+
+def _add_log_pages(app: FastAPI, service: LogService, follower: IndexFollower | None) -> None:
+    """The overview and the checkpoint history: every log has them."""
+    origin, builds = service.origin, follower is not None
 
     @app.get("/", include_in_schema=False)
     async def overview() -> HTMLResponse:
         return _html(render_overview(overview_of(service, follower, time.time())))
+
+    @app.get("/checkpoints", include_in_schema=False)
+    async def checkpoints(request: Request) -> HTMLResponse:
+        before = _decimal(request, "before", 0, 1, 1 << 53)
+        if before is None:
+            page = error_page(origin, "Bad request", "before must be a tree size", builds=builds)
+            return _html(page, 400)
+        sizes = service.store.checkpoint_sizes(PAGE_SIZE + 1, before or None)
+        rows = checkpoint_rows(service, sizes[:PAGE_SIZE])
+        next_before = sizes[PAGE_SIZE - 1] if len(sizes) > PAGE_SIZE else None
+        return _html(render_checkpoints(origin, rows, before or None, next_before, builds=builds))
+
+
+def _add_build_pages(app: FastAPI, service: LogService, follower: IndexFollower) -> None:
+    """The builds list and each build's page, from the index of a protocol log's leaves."""
+    index, origin = follower.index, service.origin
+
+    def bad_request(message: str) -> HTMLResponse:
+        return _html(error_page(origin, "Bad request", message), 400)
 
     @app.get("/builds", include_in_schema=False)
     async def builds(request: Request) -> HTMLResponse:
@@ -186,13 +255,3 @@ def add_dashboard(app: FastAPI, service: LogService) -> None:
         ]
         body = render_build(origin, summary, leaves, service.published_size())
         return _html(body)
-
-    @app.get("/checkpoints", include_in_schema=False)
-    async def checkpoints(request: Request) -> HTMLResponse:
-        before = _decimal(request, "before", 0, 1, 1 << 53)
-        if before is None:
-            return bad_request("before must be a tree size")
-        sizes = service.store.checkpoint_sizes(PAGE_SIZE + 1, before or None)
-        rows = checkpoint_rows(service, sizes[:PAGE_SIZE])
-        next_before = sizes[PAGE_SIZE - 1] if len(sizes) > PAGE_SIZE else None
-        return _html(render_checkpoints(origin, rows, before or None, next_before))

@@ -6,13 +6,15 @@ and, last, one JSON line.
 1. Makes real build-protocol leaves (``tests.dashboard_fixtures``: signed requests, commits,
    closes, reveals, verdicts and diff reports of many builds, checked by the protocol rules)
    and stores them in LMDB in process through the sequencer, 256 a batch.
-2. Starts a real log server process with the dashboard on that data and times how long its
-   index takes to fold the whole log at start-up (``startup_index_s``).
+2. Starts a real log server process with the dashboard on that data, as the log of a network
+   whose entries are the build protocol (``tests.support.protocol_log``: only such a log shows
+   builds), and times how long it takes to fold the whole log at start-up, through the
+   protocol's rules and into the dashboard's index (``startup_index_s``).
 3. Requests every page ``R`` times from one keep-alive connection and reports p50 and p99 in
    milliseconds: the overview, the newest and a deep page of builds, a search by crate name, a
    random build page, the newest and a random older page of checkpoints.
-4. Appends one more wave of builds over HTTP and times until the pages show it
-   (``follow_ms``: the sequencer listener keeps the index level).
+4. Submits one more build request over HTTP, signed by a builder, and times until the pages
+   show it (``follow_ms``: the sequencer listener keeps the index level).
 """
 
 from __future__ import annotations
@@ -31,15 +33,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from logserver.core import note  # noqa: E402
+from logserver.core import canonical_json, note  # noqa: E402
+from logserver.protocol import entries, signed  # noqa: E402
 from logserver.sequencer import Sequencer  # noqa: E402
 from logserver.storage import LogStore  # noqa: E402
-from tests.support.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture  # noqa: E402
+from tests.support.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture, recipe  # noqa: E402
 from tests.support.dashboard_runner import RunnerProcess, wait_indexed  # noqa: E402
-from tests.support.procs import keygen  # noqa: E402
+from tests.support.protocol_log import NETWORK_ID, ProtocolLog  # noqa: E402
 
 BATCH = 256
-ORIGIN = "bench.test/log"
 WAVE = 40  # builds per wave of the fixture
 MIX: tuple[Plan, ...] = ("reproduced",) * 6 + ("not-reproduced", "failed", "misbehaviour", "open")
 
@@ -116,20 +118,18 @@ def main() -> int:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        key, _ = keygen(tmp, ORIGIN)
-        signer = note.Signer.from_private_key(key.read_text().strip())
-        fixture = ProtocolFixture(signer)
+        log = ProtocolLog(tmp)
+        signer, fixture = log.signer, log.fixture
         started = time.perf_counter()
         leaves, jobs = make_leaves(fixture, args.entries)
         figures["entries"] = len(leaves)
         figures["builds"] = len(jobs)
         print(f"made {len(leaves)} leaves of {len(jobs)} builds in", end=" ")
         print(f"{time.perf_counter() - started:.1f} s")
-        figures["store_s"] = store_leaves(tmp / "data", signer, leaves)
+        figures["store_s"] = store_leaves(log.data, signer, leaves)
         print(f"stored them durably in {figures['store_s']:.1f} s")
 
-        serve = ["log", "serve", "--key", str(key), "--data", str(tmp / "data")]
-        proc = RunnerProcess(serve + ["--open", "--listen", "127.0.0.1:0"])
+        proc = log.proc
         started = time.perf_counter()
         proc.start(timeout=120)
         try:
@@ -154,13 +154,14 @@ def main() -> int:
                     ],
                 }
                 figures |= time_pages(client, paths, args.requests)
-                more, _ = fixture.builds(size, [("late-crate", "1.0.0", "reproduced")])
+                request = entries.Request(recipe("late-crate", "1.0.0"))
+                entry = signed.sign_entry(request, fixture.builders["builder-1"], NETWORK_ID)
                 started = time.perf_counter()
-                for data in more:
-                    assert client.post("/add-entry", content=data).status_code == 200
-                wait_indexed(proc.url, size + len(more))
+                r = client.post("/add-entry", content=canonical_json.encode(entry.to_json()))
+                assert r.status_code == 200, r.text
+                wait_indexed(proc.url, size + 1)
                 figures["follow_ms"] = (time.perf_counter() - started) * 1000
-                print(f"{len(more)} new leaves appended and indexed in", end=" ")
+                print("a new build request appended and indexed in", end=" ")
                 print(f"{figures['follow_ms']:.0f} ms")
         finally:
             proc.stop()

@@ -1,8 +1,10 @@
 """The dashboard's pages over HTTP, against a real log server process holding real protocol leaves.
 
-The log runs as the real ``log serve`` (which serves the dashboard) and is filled with signed
-build-protocol leaves from ``tests.dashboard_fixtures``, plus leaves that are not protocol
-entries and builds with hostile crate names.
+The log runs as the real ``log serve --network`` of a network whose entries are the build
+protocol (the only kind of log whose dashboard shows builds), holding signed build-protocol
+leaves from ``tests.support.dashboard_fixtures`` (builds with hostile crate names among them)
+that it checked against the protocol's rules at start-up; three of its four witnesses cosigned
+its checkpoint.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from logserver.core import cosignature, note
+from logserver.core import canonical_json, note
 from logserver.core.checkpoint import Checkpoint
 from logserver.core.policy import Policy
 from logserver.core.proof import TlogProof, verify_proof
+from logserver.protocol import entries as e
+from logserver.protocol import signed
 from logserver.protocol.entries import Verdict
-from logserver.protocol.network import NetworkConfig
 from logserver.protocol.signed import Leaf
-from synchronicity.cmd_network import init_network
-from tests.conftest import RunningLog
-from tests.support.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture, diff_report_text
-from tests.support.dashboard_runner import RunnerProcess, start_dashboard_log, wait_indexed
+from tests.support.dashboard_fixtures import BuiltJob, Plan, diff_report_text, recipe
+from tests.support.dashboard_runner import wait_indexed
+from tests.support.protocol_log import NETWORK_ID, ProtocolLog
 
 HOSTILE_NAME = '<script>alert("pwn")</script>'
 HOSTILE_VERSION = '1.0.0"><img src=x onerror=alert(1)>'
@@ -35,48 +37,46 @@ PLANS: tuple[Plan, ...] = ("reproduced", "not-reproduced", "failed", "misbehavio
 
 @dataclass
 class FilledLog:
-    log: RunningLog
+    log: ProtocolLog
     client: httpx.Client
     jobs: list[BuiltJob]
     size: int
 
 
-def _append(client: httpx.Client, leaves: list[bytes]) -> int:
-    index = -1
-    for data in leaves:
-        r = client.post("/add-entry", content=data)
-        assert r.status_code == 200, r.text
-        index = r.json()["index"]
-    return index + 1
-
-
-def _fill(client: httpx.Client, fixture: ProtocolFixture, waves: int) -> tuple[list[BuiltJob], int]:
-    """Waves of builds of every plan, a junk leaf between waves, and one hostile build."""
+def _fill(log: ProtocolLog, waves: int) -> list[BuiltJob]:
+    """Waves of builds of every plan, and one hostile build, in the stopped log's LMDB."""
     jobs: list[BuiltJob] = []
-    size = 0
     for wave in range(waves):
         specs = [(f"crate-{wave}-{i}", f"0.{wave}.{i}", plan) for i, plan in enumerate(PLANS)]
         if wave == waves - 1:
             specs.append((HOSTILE_NAME, HOSTILE_VERSION, "reproduced"))
-        leaves, built = fixture.builds(size, specs)
-        size = _append(client, leaves)
+        leaves, built = log.fixture.builds(log.size, specs)
+        log.prefill(leaves)
         jobs += built
-        # Not protocol entries: an --open log takes them, the dashboard ignores them.
-        size = _append(client, [b"plain text entry\n", b'{"entry": {"type": "request"}}'])
-    return jobs, size
+    return jobs
+
+
+def _submit_request(client: httpx.Client, log: ProtocolLog, name: str, version: str) -> str:
+    """A builder asks for a build the way builders do: a signed entry the log stamps."""
+    request = e.Request(recipe(name, version))
+    entry = signed.sign_entry(request, log.fixture.builders["builder-1"], NETWORK_ID)
+    r = client.post("/add-entry", content=canonical_json.encode(entry.to_json()))
+    assert r.status_code == 200, r.text
+    return request.job
 
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilledLog]:
-    log = start_dashboard_log(tmp_path_factory.mktemp("dashboard"))
-    fixture = ProtocolFixture(note.Signer.from_private_key(log.key.read_text().strip()))
+    log = ProtocolLog(tmp_path_factory.mktemp("dashboard"))
+    jobs = _fill(log, waves=12)
+    log.start()
     try:
+        assert log.cosign() == log.size
         with httpx.Client(base_url=log.url, timeout=30) as client:
-            jobs, size = _fill(client, fixture, waves=12)
-            wait_indexed(log.url, size)
-            yield FilledLog(log, client, jobs, size)
+            wait_indexed(log.url, log.size)
+            yield FilledLog(log, client, jobs, log.size)
     finally:
-        log.proc.stop()
+        log.stop()
 
 
 def _rows(page: str, table_id: str) -> list[str]:
@@ -100,8 +100,9 @@ def test_overview_shows_size_checkpoint_and_counts(filled: FilledLog) -> None:
     cp = Checkpoint.parse(note.split_note(filled.client.get("/checkpoint").content)[0])
     assert f'<b id="published-size">{cp.size}</b>' in page
     signers = _rows(page, "signers")
-    assert len(signers) == 1 and filled.log.origin in signers[0] and "log" in signers[0]
-    assert "no witnesses" in page
+    assert len(signers) == 4 and filled.log.origin in signers[0] and "log" in signers[0]
+    assert all("witness" in row for row in signers[1:])
+    assert "once 3 witnesses cosigned it" in page
     reproduced = sum(j.plan in ("reproduced", "misbehaviour") for j in filled.jobs)
     assert f'id="stat-reproduced"><b>{reproduced}</b>' in page
     assert f'id="stat-builds"><b>{len(filled.jobs)}</b>' in page
@@ -200,7 +201,9 @@ def test_build_pages(filled: FilledLog) -> None:
             assert blob is not None
             assert filled.client.get(blob.group(1)).status_code == 404  # not uploaded yet
             report = diff_report_text(job.job)
-            assert filled.client.put(blob.group(1), content=report).status_code in (200, 201)
+            headers = filled.log.blob_headers(blob.group(1).removeprefix("/blob/"))
+            r = filled.client.put(blob.group(1), content=report, headers=headers)
+            assert r.status_code in (200, 201), r.text
             assert filled.client.get(blob.group(1)).content == report
         else:
             assert 'id="diffs"' not in page
@@ -240,59 +243,45 @@ def test_checkpoint_history_is_paginated(filled: FilledLog) -> None:
 
 
 def test_index_is_rebuilt_from_lmdb_after_restart(tmp_path: Path) -> None:
-    log = start_dashboard_log(tmp_path)
-    fixture = ProtocolFixture(note.Signer.from_private_key(log.key.read_text().strip()))
+    log = ProtocolLog(tmp_path)
+    leaves, jobs = log.fixture.builds(0, [("before-restart", "1.0.0", "reproduced")])
+    size = log.prefill(leaves)
+    log.start()
     try:
+        wait_indexed(log.url, size)
+        log.stop()
+        log.start()  # same data directory: the index is folded again from LMDB
         with httpx.Client(base_url=log.url, timeout=30) as client:
-            leaves, jobs = fixture.builds(0, [("before-restart", "1.0.0", "reproduced")])
-            size = _append(client, leaves)
             wait_indexed(log.url, size)
-        log.proc.stop()
-        log.proc.start()  # same data directory: the index is folded again from LMDB
-        with httpx.Client(base_url=log.proc.url, timeout=30) as client:
-            wait_indexed(log.proc.url, size)
             assert "before-restart 1.0.0" in _get(client, f"/build/{jobs[0].job}")
-            more, later = fixture.builds(size, [("after-restart", "2.0.0", "failed")])
-            size = _append(client, more)
-            wait_indexed(log.proc.url, size)  # the sequencer listener keeps it level
+            later = _submit_request(client, log, "after-restart", "2.0.0")
+            wait_indexed(log.url, size + 1)  # the sequencer listener keeps it level
             rows = _rows(_get(client, "/builds"), "builds")
-            assert [later[0].job in rows[0], jobs[0].job in rows[1]] == [True, True]
+            assert [later in rows[0], jobs[0].job in rows[1]] == [True, True]
+            assert 'class="badge building"' in rows[0]
     finally:
-        log.proc.stop()
+        log.stop()
 
 
 def test_overview_with_witnesses(tmp_path: Path) -> None:
-    config: NetworkConfig = init_network(tmp_path, entries="open")
-    witnesses = [
-        cosignature.load_signer((tmp_path / f"witness-{i}.key").read_text().strip())
-        for i in range(1, 5)
-    ]
-    proc = RunnerProcess(
-        ["log", "serve", "--key", str(tmp_path / "log.key"), "--data", str(tmp_path / "data")]
-        + ["--network", str(tmp_path / "network.json"), "--open", "--listen", "127.0.0.1:0"]
-    ).start()
-    fixture = ProtocolFixture(
-        note.Signer.from_private_key((tmp_path / "log.key").read_text().strip())
-    )
+    log = ProtocolLog(tmp_path)
+    leaves, jobs = log.fixture.builds(0, [("witnessed", "1.0.0", "reproduced")])
+    size = log.prefill(leaves)
+    log.start()
     try:
-        with httpx.Client(base_url=proc.url, timeout=30) as client:
-            leaves, jobs = fixture.builds(0, [("witnessed", "1.0.0", "reproduced")])
-            size = _append(client, leaves)
-            wait_indexed(proc.url, size)
+        with httpx.Client(base_url=log.url, timeout=30) as client:
+            wait_indexed(log.url, size)
             page = _get(client, f"/build/{jobs[0].job}")
             assert "/proof/tlog" not in page and "will be available" in page
             assert "No checkpoint is published yet" in _get(client, "/")
-            latest = client.get("/latest-checkpoint").content
-            text, _ = note.split_note(latest)
-            for w in witnesses[:3]:
-                assert client.post("/cosignature", content=note.sign_note(text, w)).is_success
+            assert log.cosign() == size
             page = _get(client, "/")
             signers = _rows(page, "signers")
             assert len(signers) == 4 and "log" in signers[0]
-            for w, row in zip(witnesses[:3], signers[1:], strict=True):
+            for w, row in zip(log.cosigners[:3], signers[1:], strict=True):
                 assert w.name in row and "witness" in row and "Z</td>" in row
             health = _rows(page, "wits")
-            assert len(health) == len(config.witnesses) == 4
+            assert len(health) == len(log.config.witnesses) == 4
             assert all('class="badge ok"' in row for row in health[:3])
             assert 'class="badge silent"' in health[3]
             assert "once 3 witnesses cosigned it" in page
@@ -300,6 +289,6 @@ def test_overview_with_witnesses(tmp_path: Path) -> None:
             assert f'href="/proof/tlog?index={jobs[0].leaves["verdict"]}"' in page
             cps = _rows(_get(client, "/checkpoints"), "cps")
             assert cps[0].startswith(f"<td>{size}</td>") and "yes" in cps[0]
-            assert witnesses[0].name in cps[0]
+            assert log.cosigners[0].name in cps[0]
     finally:
-        proc.stop()
+        log.stop()

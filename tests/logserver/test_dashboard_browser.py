@@ -17,7 +17,6 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
@@ -27,12 +26,12 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from logserver.core import note
 from logserver.core.proof import TlogProof
 from logserver.protocol.entries import Verdict
 from logserver.protocol.signed import Leaf
-from tests.support.dashboard_fixtures import BuiltJob, Plan, ProtocolFixture
-from tests.support.dashboard_runner import start_dashboard_log, wait_indexed
+from tests.support.dashboard_fixtures import BuiltJob, Plan
+from tests.support.dashboard_runner import wait_indexed
+from tests.support.protocol_log import ProtocolLog
 
 pytestmark = pytest.mark.browser
 
@@ -102,25 +101,23 @@ def check_screenshot(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[BuiltJob]]]:
-    log = start_dashboard_log(tmp_path_factory.mktemp("browser-log"))
-    fixture = ProtocolFixture(note.Signer.from_private_key(log.key.read_text().strip()))
+    """A log that runs the build protocol (only such a log shows builds), cosigned."""
+    log = ProtocolLog(tmp_path_factory.mktemp("browser-log"))
     jobs: list[BuiltJob] = []
-    size = 0
+    for wave in range(11):
+        specs = [(f"crate-{wave}-{i}", f"0.{wave}.{i}", p) for i, p in enumerate(PLANS)]
+        if wave == 10:
+            specs.append((HOSTILE_NAME, "6.6.6", "reproduced"))
+        leaves, built = log.fixture.builds(log.size, specs)
+        log.prefill(leaves)
+        jobs += built
+    log.start()
     try:
-        with httpx.Client(base_url=log.url, timeout=30) as client:
-            for wave in range(11):
-                specs = [(f"crate-{wave}-{i}", f"0.{wave}.{i}", p) for i, p in enumerate(PLANS)]
-                if wave == 10:
-                    specs.append((HOSTILE_NAME, "6.6.6", "reproduced"))
-                leaves, built = fixture.builds(size, specs)
-                for data in leaves:
-                    assert client.post("/add-entry", content=data).status_code == 200
-                size += len(leaves)
-                jobs += built
-        wait_indexed(log.url, size)
+        assert log.cosign() == log.size
+        wait_indexed(log.url, log.size)
         yield log.url, jobs
     finally:
-        log.proc.stop()
+        log.stop()
 
 
 @pytest.fixture
