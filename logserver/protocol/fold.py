@@ -11,7 +11,7 @@ from typing import Protocol
 
 from logserver.core import note
 from logserver.protocol.network import NetworkConfig
-from logserver.protocol.rules import ProtocolConfig, ProtocolState
+from logserver.protocol.rules import ProtocolConfig, ProtocolState, RetiredKey
 
 
 class LeafSource(Protocol):
@@ -23,7 +23,8 @@ class LeafSource(Protocol):
 
 
 def protocol_config(network: NetworkConfig) -> ProtocolConfig:
-    """The protocol parameters a network config implies (builders = its witnesses)."""
+    """The protocol parameters a network config implies (builders = its witnesses, with the
+    keys they used before their current one, so that history verifies as it was written)."""
     return ProtocolConfig(
         log=note.Verifier.from_vkey(network.log.vkey),
         builders={w.name: note.Verifier(w.name, w.public_key) for w in network.witnesses},
@@ -31,6 +32,13 @@ def protocol_config(network: NetworkConfig) -> ProtocolConfig:
         reveal_deadline_ms=network.builds.reveal_deadline_ms,
         threshold=network.k,
         network_id=network.network_id,
+        retired_keys={
+            w.name: [
+                RetiredKey(note.Verifier(w.name, old.public_key), old.until_ms)
+                for old in w.previous_keys
+            ]
+            for w in network.witnesses
+        },
     )
 
 

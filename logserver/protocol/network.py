@@ -2,8 +2,9 @@
 
 One JSON file, shared by every node and by the log (spec/network.md). It names the log (origin,
 verifier key, URL), each witness (name, cosignature verifier key, URL), f, the consensus
-timeouts, the build protocol's threshold and deadlines, and other C2SP logs the witnesses also
-co-sign through ``POST /add-checkpoint``. Parsing is strict: unknown fields, wrong types,
+timeouts, the build protocol's threshold and deadlines, other C2SP logs the witnesses also
+co-sign through ``POST /add-checkpoint``, and the requesters whose signed requests the
+witnesses take (``logserver.protocol.requests``). Parsing is strict: unknown fields, wrong types,
 duplicate names or keys, and n != 3f+1 are errors. Pure: no I/O.
 """
 
@@ -13,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from logserver.core import cosignature, note
+from logserver.core import canonical_json, cosignature, note
 from logserver.core.errors import FormatError
 from logserver.core.policy import Policy
 
@@ -32,12 +33,27 @@ class LogInfo:
 
 
 @dataclass(frozen=True)
+class PreviousKey:
+    """A key a witness used before: it signed that witness's build-protocol entries in leaves
+    stamped before ``until_ms`` (log time), after the previous one's ``until_ms``."""
+
+    vkey: str  # a cosignature/v1 key named like the witness, as ``WitnessInfo.vkey``
+    until_ms: int
+
+    @property
+    def public_key(self) -> bytes:
+        return cosignature.CosignatureVerifier.from_vkey(self.vkey).public_key
+
+
+@dataclass(frozen=True)
 class WitnessInfo:
-    """One builder-witness: its name, cosignature verifier key and URL."""
+    """One builder-witness: its name, cosignature verifier key and URL, and the keys it used
+    before the current one (oldest first), so that the log's history still verifies."""
 
     name: str
     vkey: str  # a cosignature/v1 key (type 0x04); its Ed25519 key also signs consensus messages
     url: str
+    previous_keys: tuple[PreviousKey, ...] = ()
 
     @property
     def public_key(self) -> bytes:
@@ -72,6 +88,34 @@ class OtherLog:
 
 
 @dataclass(frozen=True)
+class RequesterInfo:
+    """A requester: a key whose signed requests a witness takes for what anyone may not ask
+    (uploading a local ``.crate``, requesting a build of a recipe whose source is local)."""
+
+    name: str
+    vkey: str  # a signed-note Ed25519 key (type 0x01) named ``name``
+
+    @property
+    def verifier(self) -> note.Verifier:
+        return note.Verifier.from_vkey(self.vkey)
+
+
+def _check_requesters(requesters: tuple[RequesterInfo, ...]) -> None:
+    what = "network config"
+    for r in requesters:
+        try:
+            verifier = r.verifier
+        except FormatError as e:
+            raise FormatError(what, f"requester {r.name}: bad key: {e.reason}") from e
+        if verifier.name != r.name:
+            raise FormatError(what, f"requester {r.name}: the key's name differs")
+    if len({r.name for r in requesters}) != len(requesters):
+        raise FormatError(what, "duplicate requester name")
+    if len({r.verifier.public_key for r in requesters}) != len(requesters):
+        raise FormatError(what, "two requesters share a key")
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     """The whole network config (spec/network.md): one log, n = 3f+1 builder-witnesses,
     timeouts, build rules and other logs. ``parse`` is strict; ``to_json`` writes it back."""
@@ -83,6 +127,7 @@ class NetworkConfig:
     timeouts: ConsensusTimeouts = field(default_factory=ConsensusTimeouts)
     builds: BuildRules = field(default_factory=BuildRules)
     other_logs: tuple[OtherLog, ...] = ()
+    requesters: tuple[RequesterInfo, ...] = ()  # who may sign requests to the witnesses
     # "protocol": every entry is a build-protocol leaf the witnesses check; "open": any bytes.
     entries: str = "protocol"
 
@@ -90,6 +135,7 @@ class NetworkConfig:
         what = "network config"
         if self.entries not in ("protocol", "open"):
             raise FormatError(what, 'entries must be "protocol" or "open"')
+        _check_requesters(self.requesters)
         n = len(self.witnesses)
         if not 0 < len(self.network_id.encode("utf-8", "replace")) <= 128 or any(
             "\ud800" <= c <= "\udfff" for c in self.network_id
@@ -114,12 +160,31 @@ class NetworkConfig:
         for w in self.witnesses:
             if cosignature.CosignatureVerifier.from_vkey(w.vkey).name != w.name:
                 raise FormatError(what, f"witness {w.name}: the key's name differs")
+        self._check_previous_keys(keys)
         if not 0 < self.timeouts.round_ms <= self.timeouts.max_round_ms:
             raise FormatError(what, "timeouts: 0 < round_ms <= max_round_ms")
         if not 0 < self.k <= n:
             raise FormatError(what, f"builds.k must be in 1..{n}")
         if self.builds.build_deadline_ms <= 0 or self.builds.reveal_deadline_ms <= 0:
             raise FormatError(what, "build deadlines must be positive")
+
+    def _check_previous_keys(self, current: list[bytes]) -> None:
+        what = "network config"
+        every_key = list(current)
+        for w in self.witnesses:
+            until = [old.until_ms for old in w.previous_keys]
+            if until != sorted(set(until)) or not all(0 < t < 1 << 53 for t in until):
+                raise FormatError(what, f"witness {w.name}: previous keys need increasing until_ms")
+            for old in w.previous_keys:
+                try:
+                    verifier = cosignature.CosignatureVerifier.from_vkey(old.vkey)
+                except FormatError as e:
+                    raise FormatError(what, f"bad key: {e.reason}") from e
+                if verifier.name != w.name:
+                    raise FormatError(what, f"witness {w.name}: a previous key's name differs")
+                every_key.append(verifier.public_key)
+        if len(set(every_key)) != len(every_key):
+            raise FormatError(what, "a key is listed twice (current or previous)")
 
     @property
     def n(self) -> int:
@@ -155,7 +220,7 @@ class NetworkConfig:
             "entries": self.entries,
             "f": self.f,
             "log": {"origin": self.log.origin, "vkey": self.log.vkey, "url": self.log.url},
-            "witnesses": [{"name": w.name, "vkey": w.vkey, "url": w.url} for w in self.witnesses],
+            "witnesses": [_witness_json(w) for w in self.witnesses],
             "timeouts": {
                 "round_ms": self.timeouts.round_ms,
                 "max_round_ms": self.timeouts.max_round_ms,
@@ -167,30 +232,37 @@ class NetworkConfig:
             },
             "other_logs": [{"origin": o.origin, "vkey": o.vkey} for o in self.other_logs],
         }
+        if self.requesters:  # absent when there are none: older configs are written as before
+            doc["requesters"] = [{"name": q.name, "vkey": q.vkey} for q in self.requesters]
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
     def parse(cls, data: bytes) -> NetworkConfig:
         if len(data) > MAX_CONFIG_BYTES:
             raise FormatError("network config", f"larger than {MAX_CONFIG_BYTES} bytes")
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise FormatError("network config", f"not JSON: {e}") from e
+        doc = canonical_json.parse(data, "network config", max_bytes=MAX_CONFIG_BYTES)
         r = _Reader(doc, "network config")
         if r.integer("version") != VERSION:
             raise FormatError("network config", f"version must be {VERSION}")
         log = r.obj("log")
         witnesses = r.items("witnesses")
+        requesters = tuple(_requester(q) for q in r.items("requesters", optional=True))
         timeouts = r.obj("timeouts", optional=True)
         builds = r.obj("builds", optional=True)
         others = r.items("other_logs", optional=True)
+        previous_keys = [w.items("previous_keys", optional=True) for w in witnesses]
         config = cls(
             network_id=r.text("network_id"),
             f=r.integer("f"),
             log=LogInfo(log.text("origin"), log.text("vkey"), log.text("url")),
             witnesses=tuple(
-                WitnessInfo(w.text("name"), w.text("vkey"), w.text("url")) for w in witnesses
+                WitnessInfo(
+                    w.text("name"),
+                    w.text("vkey"),
+                    w.text("url"),
+                    tuple(PreviousKey(p.text("vkey"), p.integer("until_ms")) for p in previous),
+                )
+                for w, previous in zip(witnesses, previous_keys, strict=True)
             ),
             timeouts=ConsensusTimeouts(
                 timeouts.integer("round_ms", 1000), timeouts.integer("max_round_ms", 30_000)
@@ -201,11 +273,28 @@ class NetworkConfig:
                 builds.integer("reveal_deadline_ms", BuildRules.reveal_deadline_ms),
             ),
             other_logs=tuple(OtherLog(o.text("origin"), o.text("vkey")) for o in others),
+            requesters=requesters,
             entries=r.text("entries") if "entries" in doc else "protocol",
         )
         for reader in [r, log, timeouts, builds, *witnesses, *others]:
             reader.done()
+        for previous in previous_keys:
+            for reader in previous:
+                reader.done()
         return config
+
+
+def _witness_json(w: WitnessInfo) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": w.name, "vkey": w.vkey, "url": w.url}
+    if w.previous_keys:  # absent when the key was never replaced: older configs stay as they were
+        doc["previous_keys"] = [{"vkey": k.vkey, "until_ms": k.until_ms} for k in w.previous_keys]
+    return doc
+
+
+def _requester(reader: _Reader) -> RequesterInfo:
+    requester = RequesterInfo(reader.text("name"), reader.text("vkey"))
+    reader.done()
+    return requester
 
 
 class _Reader:

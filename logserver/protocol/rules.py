@@ -14,13 +14,14 @@ leaf, the reveal deadline from the close's leaf. Nothing here reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NoReturn
 
 from logserver.core.errors import UsageError, VerificationError
 from logserver.protocol.entries import (
+    MAX_TIME_MS,
     Close,
     Commit,
     DiffReport,
@@ -62,11 +63,23 @@ def default_threshold(builder_count: int) -> int:
 
 
 @dataclass(frozen=True)
+class RetiredKey:
+    """A builder's earlier key: it signs that builder's entries in leaves stamped before
+    ``until_ms`` (and after the previous retired key's ``until_ms``)."""
+
+    verifier: EntryVerifier
+    until_ms: int
+
+
+@dataclass(frozen=True)
 class ProtocolConfig:
     """The network's protocol parameters (supplied by the network config).
 
     ``network_id`` is inside every entry's signed bytes: entries signed for another network
-    do not verify here.
+    do not verify here. ``builders`` maps each builder to its current key; ``retired_keys``
+    lists, for a builder whose key was replaced, its earlier keys in order, each with the
+    leaf time from which it no longer signs (:meth:`builder_key`). History is checked against
+    the keys valid when it was written.
     """
 
     log: EntryVerifier
@@ -75,6 +88,9 @@ class ProtocolConfig:
     reveal_deadline_ms: int
     threshold: int = 0  # 0 means default_threshold(len(builders))
     network_id: str = field(kw_only=True)
+    retired_keys: Mapping[str, Sequence[RetiredKey]] = field(
+        default_factory=lambda: MappingProxyType({}), kw_only=True
+    )
 
     def __post_init__(self) -> None:
         network_id_bytes(self.network_id)
@@ -84,6 +100,16 @@ class ProtocolConfig:
             check_name(name, "network config", "builder name")
             if verifier.name != name:
                 raise UsageError(f"builder {name!r} has a key named {verifier.name!r}")
+        for name, retired in self.retired_keys.items():
+            if name not in self.builders:
+                raise UsageError(f"retired keys for {name!r}, who is not a builder")
+            until = [key.until_ms for key in retired]
+            if any(key.verifier.name != name for key in retired):
+                raise UsageError(f"a retired key of builder {name!r} has another name")
+            if until != sorted(set(until)) or not all(0 < t <= MAX_TIME_MS for t in until):
+                raise UsageError(f"the retired keys of {name!r} must end at increasing times")
+        retired_keys = {name: tuple(keys) for name, keys in self.retired_keys.items() if keys}
+        object.__setattr__(self, "retired_keys", MappingProxyType(retired_keys))
         check_name(self.log.name, "network config", "log name")
         if self.log.name in self.builders:
             raise UsageError(f"the log key name {self.log.name!r} is also a builder's")
@@ -95,6 +121,14 @@ class ProtocolConfig:
             object.__setattr__(self, "threshold", default_threshold(n))
         if not n < 2 * self.threshold <= 2 * n:
             raise UsageError(f"threshold {self.threshold} must be a majority of {n} builders")
+
+    def builder_key(self, name: str, time_ms: int) -> EntryVerifier | None:
+        """The key that signs builder ``name``'s entries in a leaf stamped ``time_ms``: the first
+        retired key whose ``until_ms`` is after it, else the current key (None: no builder)."""
+        for retired in self.retired_keys.get(name, ()):
+            if time_ms < retired.until_ms:
+                return retired.verifier
+        return self.builders.get(name)
 
 
 @dataclass(frozen=True)
@@ -200,7 +234,7 @@ class ProtocolState:
         index, time = self.size, leaf.time_ms
         if time < self.last_time:
             self._fail("time-backwards", f"time {time} < previous leaf time {self.last_time}")
-        self._check_author(leaf.entry)
+        self._check_author(leaf.entry, time)
         entry = leaf.entry.entry
         if isinstance(entry, Request):
             if entry.job in self._jobs:
@@ -230,14 +264,16 @@ class ProtocolState:
             raise ProtocolViolation("unknown-job", self.size, f"job {job_id} was not requested")
         return job
 
-    def _check_author(self, signed: SignedEntry) -> None:
+    def _check_author(self, signed: SignedEntry, time: int) -> None:
         name, entry = signed.signer.name, signed.entry
         is_log = name == self.config.log.name
-        verifier = self.config.log if is_log else self.config.builders.get(name)
+        verifier = self.config.log if is_log else self.config.builder_key(name, time)
         if verifier is None:
             self._fail("unknown-signer", f"{name!r} is neither a builder nor the log")
         if signed.signer.key_id != verifier.key_id:
-            self._fail("unregistered-key", f"{signed.signer} is not the registered key of {name}")
+            self._fail(
+                "unregistered-key", f"{signed.signer} is not the key of {name} at time {time}"
+            )
         try:
             verify_entry(signed, verifier, self.config.network_id)
         except VerificationError as exc:

@@ -9,10 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logserver.core import note, tlog
+from logserver.batcher import ProtocolBatcher
+from logserver.core import canonical_json, note, tlog
 from logserver.core.checkpoint import Checkpoint
 from logserver.core.compact import Frontier
+from logserver.core.cosignature import CosignatureSigner
 from logserver.core.errors import OperationalError, UsageError
+from logserver.protocol.entries import Commit, Entry, Request
+from logserver.protocol.fold import protocol_config
+from logserver.protocol.network import LogInfo, NetworkConfig, PreviousKey, WitnessInfo
+from logserver.protocol.rules import ProtocolViolation
+from logserver.protocol.signed import sign_entry
 from logserver.sequencer import QueueFull, Sequencer
 from logserver.storage import LogStore
 
@@ -127,3 +134,85 @@ def test_sequencer_failure_reaches_every_submitter(tmp_path: Path) -> None:
     with pytest.raises(OperationalError, match="stopped"):
         seq.submit(b"c")
     assert store.size() == 0
+
+
+# ---------------------------------------------------------------------------- protocol logs
+
+WITNESS_NAMES = [f"witness-{i}" for i in range(1, 5)]
+
+
+def builder_key(name: str, seed: int | None = None) -> note.Signer:
+    """The entry key of a witness (seed = its number unless given)."""
+    return note.Signer(name, bytes([seed or WITNESS_NAMES.index(name) + 1]) * 32)
+
+
+def network(network_id: str = "test.network", rotated_at: int | None = None) -> NetworkConfig:
+    """Four witnesses; with ``rotated_at``, witness-1 replaced its key (seed 101) by seed 1 then."""
+    witnesses = []
+    for i, name in enumerate(WITNESS_NAMES, start=1):
+        seed, previous = i, tuple[PreviousKey, ...]()
+        if i == 1 and rotated_at is None:
+            seed = 101
+        elif i == 1 and rotated_at is not None:
+            previous = (PreviousKey(CosignatureSigner(name, bytes([101]) * 32).vkey, rotated_at),)
+        current = CosignatureSigner(name, bytes([seed]) * 32)
+        witnesses.append(WitnessInfo(name, current.vkey, f"http://{name}", previous))
+    log = LogInfo(ORIGIN, SIGNER.vkey, "http://log")
+    return NetworkConfig(network_id, log, tuple(witnesses), f=1)
+
+
+class ProtocolLog:
+    """A protocol log on a real LogStore: batcher, sequencer and a settable clock (ms)."""
+
+    def __init__(self, path: Path, config: NetworkConfig, now_ms: int) -> None:
+        self.now_ms = now_ms
+        self.store = LogStore(path, ORIGIN)
+        self.batcher = ProtocolBatcher(
+            protocol_config(config), SIGNER, self.store, clock=lambda: self.now_ms / 1000
+        )
+        self.sequencer = Sequencer(self.store, sign, batcher=self.batcher, tick=0.05)
+        self.sequencer.start()
+
+    def submit(self, entry: Entry, signer: note.Signer, network_id: str = "test.network") -> int:
+        signed = sign_entry(entry, signer, network_id)
+        return self.sequencer.submit(canonical_json.encode(signed.to_json())).result(10)
+
+    def close(self) -> None:
+        self.sequencer.stop()
+        self.store.close()
+
+
+def test_a_log_restarts_after_a_key_rotation(tmp_path: Path) -> None:
+    old = builder_key("witness-1", 101)
+    first = ProtocolLog(tmp_path, network(), now_ms=1_000)
+    request = Request({"name": "itoa", "version": "1.0.11"})
+    first.submit(request, old)
+    first.submit(Commit(request.job, "witness-1", "11" * 32), old)
+    first.close()
+    # witness-1's key is replaced from log time 2000: history still verifies with the old key.
+    again = ProtocolLog(tmp_path, network(rotated_at=2_000), now_ms=2_000)
+    try:
+        assert again.batcher.state.size == 2
+        other = Request({"name": "serde", "version": "1.0.0"})
+        with pytest.raises(ProtocolViolation) as refused:
+            again.submit(other, old)
+        assert refused.value.rule == "unregistered-key"
+        assert again.submit(other, builder_key("witness-1")) == 2
+    finally:
+        again.close()
+    # A log that kept the old config would refuse the new key's entry as history.
+    with pytest.raises(ProtocolViolation, match="unregistered-key"):
+        ProtocolLog(tmp_path, network(), now_ms=3_000)
+
+
+def test_a_log_refuses_entries_signed_for_another_network(tmp_path: Path) -> None:
+    log = ProtocolLog(tmp_path, network(), now_ms=1_000)
+    try:
+        request = Request({"name": "itoa", "version": "1.0.11"})
+        key = builder_key("witness-2")
+        with pytest.raises(ProtocolViolation) as refused:
+            log.submit(request, key, network_id="another.network")
+        assert refused.value.rule == "bad-signature"
+        assert log.submit(request, key) == 0
+    finally:
+        log.close()

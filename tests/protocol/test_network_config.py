@@ -48,3 +48,91 @@ def test_the_network_id_is_at_most_128_bytes_of_utf8() -> None:
     for bad in ("", "n" * 129, "é" * 65, "\ud800"):
         with pytest.raises(FormatError, match="network_id"):
             parse(doc | {"network_id": bad})
+
+
+# ---------------------------------------------------------------------------- key epochs
+
+
+def rotated_doc(until_ms: int = 1_000) -> dict[str, Any]:
+    """witness-1 replaced its key (seed 101, then seed 1) at ``until_ms``."""
+    doc = config_doc()
+    doc["witnesses"][0]["previous_keys"] = [
+        {"vkey": witness_key("witness-1", 101).vkey, "until_ms": until_ms}
+    ]
+    return doc
+
+
+def test_previous_keys_round_trip_and_give_key_epochs() -> None:
+    config = parse(rotated_doc())
+    assert [k.until_ms for k in config.witnesses[0].previous_keys] == [1_000]
+    assert NetworkConfig.parse(config.to_json()) == config
+    protocol = protocol_config(config)
+    old, new = witness_key("witness-1", 101), witness_key("witness-1", 1)
+    assert protocol.builder_key("witness-1", 999) == note.Verifier("witness-1", old.public_key)
+    assert protocol.builder_key("witness-1", 1_000) == note.Verifier("witness-1", new.public_key)
+    assert protocol.builder_key("witness-2", 0) == protocol.builders["witness-2"]
+    assert "witness-2" not in protocol.retired_keys
+
+
+def test_a_config_without_previous_keys_is_written_as_before() -> None:
+    config = parse(config_doc())
+    assert all(w.previous_keys == () for w in config.witnesses)
+    assert b"previous_keys" not in config.to_json()
+    assert protocol_config(config).retired_keys == {}
+
+
+def _two_previous(first: int, second: int) -> dict[str, Any]:
+    doc = rotated_doc(first)
+    doc["witnesses"][0]["previous_keys"].append(
+        {"vkey": witness_key("witness-1", 102).vkey, "until_ms": second}
+    )
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["witnesses"][0]["previous_keys"][0].update(extra=1), "unknown field"),
+        (lambda d: d["witnesses"][0]["previous_keys"][0].pop("until_ms"), "missing"),
+        (lambda d: d["witnesses"][0]["previous_keys"][0].update(until_ms=0), "until_ms"),
+        (lambda d: d["witnesses"][0]["previous_keys"][0].update(until_ms="1"), "integer"),
+        (lambda d: d["witnesses"][0].update(previous_keys={}), "list"),
+        (lambda d: d["witnesses"][0]["previous_keys"][0].update(vkey="x"), "bad key"),
+        (
+            lambda d: d["witnesses"][0]["previous_keys"][0].update(
+                vkey=witness_key("witness-2", 101).vkey
+            ),
+            "name differs",
+        ),
+        (  # the current key of another witness
+            lambda d: d["witnesses"][0]["previous_keys"][0].update(
+                vkey=witness_key("witness-1", 2).vkey
+            ),
+            "twice",
+        ),
+        (  # its own current key
+            lambda d: d["witnesses"][0]["previous_keys"][0].update(
+                vkey=witness_key("witness-1", 1).vkey
+            ),
+            "twice",
+        ),
+        (
+            lambda d: d["witnesses"][0]["previous_keys"][0].update(
+                vkey=witness_key("witness-1", 101).vkey.replace("witness-1", "witness-1x", 1)
+            ),
+            "bad key",
+        ),
+    ],
+)
+def test_previous_keys_are_parsed_strictly(mutate: Any, message: str) -> None:
+    doc = rotated_doc()
+    mutate(doc)
+    with pytest.raises(FormatError, match=message):
+        parse(doc)
+
+
+def test_previous_keys_end_in_increasing_order() -> None:
+    assert len(parse(_two_previous(5, 6)).witnesses[0].previous_keys) == 2
+    for first, second in [(6, 5), (5, 5)]:
+        with pytest.raises(FormatError, match="increasing"):
+            parse(_two_previous(first, second))

@@ -30,6 +30,7 @@ from logserver.protocol.rules import (
     ProtocolConfig,
     ProtocolState,
     ProtocolViolation,
+    RetiredKey,
     default_threshold,
     validate_leaves,
 )
@@ -201,6 +202,47 @@ def test_entries_signed_for_another_network_are_refused() -> None:
     there.append(elsewhere)
     driver.append(make_leaf(commit, BUILDER_KEYS[0], 1))
     assert driver.state.size == there.state.size == 2
+
+
+def test_a_replaced_key_signs_until_its_end_time() -> None:
+    old, new, rotated_at = BUILDER_KEYS[0], Signer(name(1), b"n" * 32), 100
+    config = dataclasses.replace(
+        make_config(),
+        builders={**make_config().builders, name(1): new.verifier()},
+        retired_keys={name(1): [RetiredKey(old.verifier(), rotated_at)]},
+    )
+    assert config.builder_key(name(1), rotated_at - 1) == old.verifier()
+    assert config.builder_key(name(1), rotated_at) == new.verifier()
+    assert config.builder_key(name(2), 0) == BUILDER_KEYS[1].verifier()
+    assert config.builder_key("stranger", 0) is None
+    driver = Driver(config)
+    job = driver.request(now=0)
+    rejected_unchanged(driver, "unregistered-key", make_leaf(Request(recipe("x")), new, 99))
+    driver.append(make_leaf(Commit(job, name(1), A), old, rotated_at - 1))  # still checked:
+    forged = SignedEntry(Request(recipe("y")), KeyRef(name(1), old.key_id), bytes(64))
+    rejected_unchanged(driver, "bad-signature", Leaf(forged, rotated_at - 1))
+    rejected_unchanged(driver, "unregistered-key", make_leaf(Request(recipe("y")), old, 100))
+    driver.append(make_leaf(Request(recipe("y")), new, rotated_at))
+    assert driver.state.size == 3
+
+
+@pytest.mark.parametrize(
+    "retired",
+    [
+        {"stranger": [RetiredKey(BUILDER_KEYS[0].verifier(), 1)]},
+        {name(1): [RetiredKey(BUILDER_KEYS[1].verifier(), 1)]},
+        {name(1): [RetiredKey(Signer(name(1), b"a" * 32).verifier(), 0)]},
+        {
+            name(1): [
+                RetiredKey(Signer(name(1), b"a" * 32).verifier(), 5),
+                RetiredKey(Signer(name(1), b"b" * 32).verifier(), 5),
+            ]
+        },
+    ],
+)
+def test_retired_keys_must_be_a_builders_in_time_order(retired: dict[str, Any]) -> None:
+    with pytest.raises(UsageError):
+        dataclasses.replace(make_config(), retired_keys=retired)
 
 
 def test_time_must_not_go_backwards() -> None:
