@@ -278,6 +278,17 @@ def _witness_simulate(witness: Commands) -> None:
     sim.add_argument("--partitions", type=int, default=2, help="groups per round (at most)")
     sim.add_argument("--crash", action="store_true", help="crash and restart replicas")
     sim.add_argument(
+        "--crash-all", action="store_true", help="also crash every honest replica at once"
+    )
+    sim.add_argument(
+        "--absence",
+        action="store_true",
+        help="one replica is down long enough for its peers to prune what it lacks",
+    )
+    sim.add_argument(
+        "--idle-rate", type=float, default=0.0, help="chance a leader's log has nothing new"
+    )
+    sim.add_argument(
         "--restart-without-state",
         action="store_true",
         help="negative control: restarted replicas forget their persisted safety state",

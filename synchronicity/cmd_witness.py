@@ -28,6 +28,7 @@ from witness.cosign.rules import MAX_REQUEST_BYTES, WitnessedLogs
 from witness.cosign.store import STORE_DIR, CosignStore
 from witness.node import WitnessNode
 from witness.sim.campaign import Campaign, run_and_report
+from witness.sim.network import SimOptions
 
 log = logging.getLogger("synchronicity.witness")
 
@@ -130,5 +131,9 @@ def simulate(args: argparse.Namespace) -> int:
         byzantine=args.byzantine,
         drop_rate=args.drop_rate,
         restart_without_state=args.restart_without_state,
+        crash_all=args.crash_all,
+        absence=args.absence,
     )
-    return run_and_report(campaign, jobs=args.jobs)
+    if not 0 <= args.idle_rate < 1:
+        raise UsageError("--idle-rate must be in [0, 1)")
+    return run_and_report(campaign, jobs=args.jobs, options=SimOptions(idle_rate=args.idle_rate))

@@ -8,6 +8,7 @@ checker reports it; the matching campaign with correct rules reports nothing.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -90,14 +91,22 @@ def test_one_twin_at_n4_is_safe_and_live() -> None:
 
 
 @pytest.mark.slow
-def test_ten_thousand_twins_scenarios() -> None:
-    report = run_campaign(Campaign(n=4, twins=1, scenarios=10_000, seed=2026), jobs=2)
+def test_ten_thousand_scenarios_with_twins_crashes_whole_network_restarts_and_absences() -> None:
+    """Every scenario: a twin, partitions and drops, 1-3 single crashes, one crash of every
+    honest replica at once, and one absence past the pruning horizon; each replica restarts
+    from only its durable state. Liveness: all commit again within the window after healing."""
+    campaign = Campaign(
+        n=4, twins=1, scenarios=10_000, seed=2026, crash=True, crash_all=True, absence=True
+    )
+    report = run_campaign(campaign, jobs=2)
     assert report.scenarios == 10_000
     assert report.safety_violations == 0, report.examples
     assert report.liveness_failures == 0, report.examples
+    assert report.state_syncs > 1000  # the absences were caught up by state sync
+    assert report.max_recovery_ms <= SimOptions().liveness_window_ms
     rate = report.scenarios / report.seconds
-    print(f"n=4, 1 twin: {rate:.0f} scenarios/s")
-    assert report.seconds < 240
+    print(f"n=4, 1 twin, every restart kind: {rate:.0f} scenarios/s")
+    assert report.seconds < 300
 
 
 @pytest.mark.parametrize("n", [7, 10])
@@ -179,6 +188,57 @@ def test_restart_without_persisted_state_is_caught() -> None:
         restart_without_state=True,
     )
     assert run_campaign(campaign).safety_violations > 0
+
+
+class NoTcPersistence(SafetyRules):
+    """The defect of an earlier version: the TC that led into a round is not kept."""
+
+    persist_timeout_certificate = False
+
+
+def test_whole_network_restarts_and_long_absences_are_survived() -> None:
+    campaign = Campaign(n=4, twins=1, scenarios=300, seed=8, crash=True, crash_all=True)
+    report = run_campaign(replace(campaign, absence=True))
+    assert report.safety_violations == 0, report.examples
+    assert report.liveness_failures == 0, report.examples
+    assert report.state_syncs > 0
+
+
+def test_an_idle_log_defers_proposals_and_stays_live() -> None:
+    campaign = Campaign(n=4, twins=1, scenarios=200, seed=12, crash=True, crash_all=True)
+    options = SimOptions(idle_rate=0.5, liveness_window_ms=180_000)
+    report = run_campaign(campaign, options)
+    assert report.safety_violations == 0, report.examples
+    assert report.liveness_failures == 0, report.examples
+
+
+def test_restart_without_the_timeout_certificate_is_caught() -> None:
+    """Negative control for the TC persistence: whole-network restarts then hang."""
+    campaign = Campaign(n=4, twins=0, scenarios=300, seed=3, crash_all=True)
+    weakened = run_campaign(campaign, SimOptions(rules=NoTcPersistence()))
+    assert weakened.liveness_failures > 0
+    assert any("made no new commit" in example for example in weakened.examples)
+    assert run_campaign(campaign).liveness_failures == 0
+
+
+def test_restart_without_the_stored_blocks_is_caught() -> None:
+    """Negative control for block persistence: after a whole-network restart nobody holds
+    the block of the highest QC."""
+    campaign = Campaign(n=4, twins=0, scenarios=300, seed=3, crash_all=True)
+    assert run_campaign(campaign, SimOptions(keep_blocks=False)).liveness_failures > 0
+
+
+def test_simulate_reports_state_syncs_and_the_liveness_bound(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = simulate(
+        "--n", "4", "--scenarios", "30", "--crash-all", "--absence", "--seed", "3", "--jobs", "1"
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(out[-1])
+    assert code == 0 and summary["crash_all"] and summary["absence"]
+    assert summary["state_syncs"] > 0 and summary["liveness_failures"] == 0
+    assert "after the last fault heals" in out[-2]
 
 
 def test_liveness_checker_reports_a_stuck_network() -> None:

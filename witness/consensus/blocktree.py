@@ -2,7 +2,10 @@
 
 A block enters the tree only when its parent is already there, so every block in the tree has
 a height. The root is genesis (height 0) or a committed *anchor* block that the driver kept
-from an earlier commit; blocks far below the committed one may be pruned. Verified blocks
+from an earlier commit, or that a peer proved committed (state sync, :class:`CommitProof`);
+blocks far below the committed one may be pruned. The tree keeps the proof of its latest
+commit (the committed block, its certified child and the child's QC) so that it can show a
+peer that fell behind where to jump. Verified blocks
 whose parent is still missing (from catch-up) wait in a bounded buffer and are linked as soon
 as the parent arrives. Commits follow the 2-chain rule of
 :class:`~witness.consensus.safety.SafetyRules` and only ever extend the committed chain; a
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 from witness.consensus.certificates import MessageRejected
 from witness.consensus.safety import SafetyRules
-from witness.consensus.types import Block, QuorumCert
+from witness.consensus.types import Block, CommitProof, QuorumCert
 
 MAX_UNLINKED_BLOCKS = 4096
 
@@ -33,19 +36,31 @@ class BlockTree:
     and the committed chain, which only ever grows."""
 
     def __init__(
-        self, root: Block, root_height: int, root_qc: QuorumCert, rules: SafetyRules
+        self,
+        root: Block,
+        root_height: int,
+        root_qc: QuorumCert,
+        rules: SafetyRules,
+        proof: CommitProof | None = None,
     ) -> None:
-        """``root`` is genesis (height 0, with the genesis QC) or a committed anchor block."""
+        """``root`` is genesis (height 0, with the genesis QC) or a committed anchor block,
+        with ``proof`` of its commit when the driver kept one (the proof's child and QC are
+        added to the tree)."""
         self._rules = rules
         self._blocks: dict[bytes, Block] = {root.id: root}
         self._heights: dict[bytes, int] = {root.id: root_height}
-        self._certified: set[bytes] = {root.id}
+        self._qcs: dict[bytes, QuorumCert] = {root.id: root_qc}
         self._unlinked: dict[bytes, Block] = {}
         self._children_waiting: dict[bytes, set[bytes]] = {}
         self.high_qc = root_qc
         self.committed = root
         self.committed_height = root_height
+        self.commit_proof: CommitProof | None = None
         self.conflicting_commits = 0
+        if proof is not None and proof.block.id == root.id:
+            self.commit_proof = proof
+            self.insert(proof.child)
+            self.add_qc(proof.child_qc)
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -63,12 +78,20 @@ class BlockTree:
         """Record a verified QC; returns the blocks it commits (oldest first)."""
         if qc.round > self.high_qc.round:
             self.high_qc = qc
-        if qc.block_id in self._certified:
+        if qc.block_id in self._qcs:
             return []
-        self._certified.add(qc.block_id)
+        self._qcs[qc.block_id] = qc
         if qc.block_id in self._blocks:
             return self._try_commit(qc.block_id)
         return []
+
+    def blocks(self) -> list[Block]:
+        """Every block of the tree and of the unlinked buffer, in round order."""
+        return sorted([*self._blocks.values(), *self._unlinked.values()], key=lambda b: b.round)
+
+    def qcs(self) -> list[QuorumCert]:
+        """Every QC the tree holds, in round order."""
+        return sorted(self._qcs.values(), key=lambda qc: qc.round)
 
     def insert(self, block: Block) -> list[CommittedBlock]:
         """Insert a verified block whose parent is in the tree; returns newly committed blocks."""
@@ -80,7 +103,7 @@ class BlockTree:
         self._blocks[block.id] = block
         self._heights[block.id] = self._heights[parent.id] + 1
         commits = self.add_qc(block.qc)
-        if block.id in self._certified:
+        if block.id in self._qcs:
             commits += self._try_commit(block.id)
         for child_id in sorted(self._children_waiting.pop(block.id, ())):
             child = self._unlinked.pop(child_id, None)
@@ -117,7 +140,7 @@ class BlockTree:
         for block_id in [i for i, b in self._blocks.items() if b.round < floor]:
             del self._blocks[block_id]
             del self._heights[block_id]
-            self._certified.discard(block_id)
+            self._qcs.pop(block_id, None)
         for block_id in [i for i, b in self._unlinked.items() if b.round < floor]:
             del self._unlinked[block_id]
         self._children_waiting = {
@@ -142,7 +165,12 @@ class BlockTree:
             return []
         if not self._rules.commits_parent(block.round, parent.round):
             return []
-        return self._commit(parent)
+        commits = self._commit(parent)
+        if commits:
+            self.commit_proof = CommitProof(
+                self.committed_height, parent, block, self._qcs[certified_id]
+            )
+        return commits
 
     def _commit(self, block: Block) -> list[CommittedBlock]:
         chain: list[Block] = []

@@ -12,7 +12,14 @@ from functools import lru_cache
 from logserver.core.errors import VerificationError
 from witness.consensus import crypto
 from witness.consensus.messages import Timeout, Vote
-from witness.consensus.types import MAX_PAYLOAD, Block, ConsensusConfig, QuorumCert, TimeoutCert
+from witness.consensus.types import (
+    MAX_PAYLOAD,
+    Block,
+    CommitProof,
+    ConsensusConfig,
+    QuorumCert,
+    TimeoutCert,
+)
 
 
 class MessageRejected(VerificationError):
@@ -123,3 +130,17 @@ def verify_timeout(config: ConsensusConfig, timeout: Timeout) -> None:
     verify_qc(config, timeout.high_qc)
     if timeout.last_round_tc is not None:
         verify_tc(config, timeout.last_round_tc)
+
+
+def verify_commit_proof(config: ConsensusConfig, proof: CommitProof) -> None:
+    """Both blocks valid, the child extends the block in the next round, its QC valid."""
+    block, child, qc = proof.block, proof.child, proof.child_qc
+    verify_block(config, block)
+    verify_block(config, child)
+    if child.parent_id != block.id or child.qc.round != block.round:
+        raise MessageRejected("proof-not-a-child")
+    if child.round != block.round + 1:
+        raise MessageRejected("proof-rounds-not-consecutive")
+    if qc.block_id != child.id or qc.round != child.round:
+        raise MessageRejected("proof-qc-mismatch")
+    verify_qc(config, qc)

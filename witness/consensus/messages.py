@@ -13,7 +13,7 @@ from typing import TypeVar
 from logserver.core.errors import FormatError
 from witness.consensus import crypto
 from witness.consensus.encoding import Reader, Writer
-from witness.consensus.types import Block, QuorumCert, TimeoutCert
+from witness.consensus.types import Block, CommitProof, QuorumCert, TimeoutCert
 
 MAX_MESSAGE_BYTES = 4 << 20
 MAX_SYNC_BLOCKS = 64
@@ -98,16 +98,23 @@ class Timeout:
 
 @dataclass(frozen=True, slots=True)
 class SyncRequest:
-    """Asks for the block ``block_id`` and up to ``max_blocks - 1`` of its ancestors."""
+    """Asks for the block ``block_id`` and up to ``max_blocks - 1`` of its ancestors.
+
+    ``committed_round`` is the round of the requester's committed block: a responder that has
+    committed beyond it adds its commit proof, so a requester that is far behind (or whose
+    missing ancestors were pruned everywhere) can jump instead of fetching the chain.
+    """
 
     block_id: bytes
     max_blocks: int
+    committed_round: int = 0
 
     def to_bytes(self) -> bytes:
         out = Writer()
         out.u8(KIND_SYNC_REQUEST)
         out.fixed(self.block_id)
         out.u16(self.max_blocks)
+        out.u64(self.committed_round)
         return out.getvalue()
 
     @staticmethod
@@ -117,9 +124,11 @@ class SyncRequest:
 
 @dataclass(frozen=True, slots=True)
 class SyncResponse:
-    """A chain of blocks, the requested one first, each followed by its parent."""
+    """A chain of blocks, the requested one first, each followed by its parent; and, when the
+    responder has committed beyond the requester, the proof of its latest commit."""
 
     blocks: tuple[Block, ...]
+    proof: CommitProof | None = None
 
     def to_bytes(self) -> bytes:
         out = Writer()
@@ -127,6 +136,9 @@ class SyncResponse:
         out.u16(len(self.blocks))
         for block in self.blocks:
             block.encode(out)
+        out.u8(0 if self.proof is None else 1)
+        if self.proof is not None:
+            self.proof.encode(out)
         return out.getvalue()
 
     @staticmethod
@@ -171,12 +183,14 @@ def message_from_bytes(data: bytes, network_id: bytes) -> Message:
             round_, signer, high_qc, last_round_tc, reader.fixed(crypto.SIGNATURE_SIZE)
         )
     elif kind == KIND_SYNC_REQUEST:
-        message = SyncRequest(reader.fixed(crypto.HASH_SIZE), reader.u16())
+        message = SyncRequest(reader.fixed(crypto.HASH_SIZE), reader.u16(), reader.u64())
     elif kind == KIND_SYNC_RESPONSE:
         count = reader.u16()
         if count > MAX_SYNC_BLOCKS:
             raise FormatError("consensus message", f"{count} blocks exceed {MAX_SYNC_BLOCKS}")
-        message = SyncResponse(tuple(Block.decode(reader, network_id) for _ in range(count)))
+        blocks = tuple(Block.decode(reader, network_id) for _ in range(count))
+        proof = CommitProof.decode(reader, network_id) if reader.flag() else None
+        message = SyncResponse(blocks, proof)
     else:
         raise FormatError("consensus message", f"unknown kind {kind}")
     reader.end()

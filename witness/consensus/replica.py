@@ -17,17 +17,26 @@ Driving it, in outline::
     # and whenever the last SetTimer deadline passes:
     run(replica.on_timer(now()))
 
-where ``run`` executes actions in order: Persist -> write ``state.to_bytes()`` durably
-(fsync) before going on; Send/Broadcast -> ``message.to_bytes()`` to one or all other
-replicas; CommitBlocks -> co-sign each committed block's payload at its height; SetTimer ->
-(re)arm the single timer.
+where ``run`` executes actions in order: Persist -> write ``state.to_bytes()`` and store
+``blocks`` durably (fsync) before going on; Send/Broadcast -> ``message.to_bytes()`` to one or
+all other replicas; CommitBlocks -> co-sign each committed block's payload, keep ``proof`` as
+the anchor and drop stored blocks at or below it; SetTimer -> (re)arm the single timer. A
+driver whose payload source had nothing new (``propose`` returned None) calls
+``on_payload_ready`` when it has news, so an idle network proposes nothing and only times
+out, ever more slowly.
+
+On restart the driver passes what it kept: the safety state, the anchor (the proof of its
+last commit) and the stored blocks; the replica rebuilds its tree from them, so even a network
+whose replicas all restarted at once has the certified blocks it needs. A replica that fell
+behind further than its peers keep blocks jumps to a newer committed block that a peer proves
+(state sync, :class:`~witness.consensus.types.CommitProof`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from logserver.core.errors import FormatError
 from witness.consensus import crypto
@@ -35,6 +44,7 @@ from witness.consensus.blocktree import BlockTree, CommittedBlock
 from witness.consensus.certificates import (
     MessageRejected,
     verify_block,
+    verify_commit_proof,
     verify_qc,
     verify_tc,
     verify_timeout,
@@ -53,7 +63,7 @@ from witness.consensus.messages import (
 )
 from witness.consensus.pacemaker import TimeoutCollector, VoteCollector, timeout_duration_ms
 from witness.consensus.safety import DIEMBFT_V4, SafetyRules, SafetyState
-from witness.consensus.types import Block, ConsensusConfig, QuorumCert, TimeoutCert
+from witness.consensus.types import Block, CommitProof, ConsensusConfig, QuorumCert, TimeoutCert
 
 #: Messages of rounds more than this far below the current round are dropped unread.
 PAST_ROUNDS_KEPT = 4
@@ -62,15 +72,17 @@ MAX_SYNC_RESPONSE_PAYLOAD = 2 << 20
 PRUNE_EVERY_COMMITS = 64
 
 Validator = Callable[[bytes, bytes], bool]
-PayloadSource = Callable[[bytes, int], bytes]
+#: (parent payload, round) -> a new payload, or None when there is nothing new to propose.
+PayloadSource = Callable[[bytes, int], bytes | None]
 LeaderElection = Callable[[int], int]
 
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Make ``state`` durable before executing any later action."""
+    """Make ``state`` durable, and store ``blocks``, before executing any later action."""
 
     state: SafetyState
+    blocks: tuple[Block, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +102,11 @@ class Broadcast:
 
 @dataclass(frozen=True, slots=True)
 class CommitBlocks:
-    """These blocks are committed, oldest first: act on their payloads."""
+    """These blocks are committed, oldest first: act on their payloads. ``proof`` proves the
+    last one committed: the driver keeps it as the anchor for a restart."""
 
     blocks: tuple[CommittedBlock, ...]
+    proof: CommitProof | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +137,15 @@ class Replica:
         propose: PayloadSource = _repeat_parent,
         leader_of: LeaderElection | None = None,
         rules: SafetyRules = DIEMBFT_V4,
-        anchor: CommittedBlock | None = None,
+        anchor: CommitProof | CommittedBlock | None = None,
+        stored_blocks: Sequence[Block] = (),
         keep_rounds: int | None = None,
     ) -> None:
-        """``anchor``: the last block this replica committed (kept by the driver), so that a
-        restart need not re-fetch history from genesis. ``keep_rounds``: prune blocks that
-        many rounds below the committed one (None keeps everything, which lets peers that
-        restart from their safety state alone re-fetch the whole chain)."""
+        """``anchor``: the proof of the last commit (kept by the driver from ``CommitBlocks``;
+        a bare committed block is still accepted), so that a restart need not re-fetch history
+        from genesis. ``stored_blocks``: the blocks of ``Persist`` actions the driver kept.
+        ``keep_rounds``: prune blocks that many rounds below the committed one (None keeps
+        everything); a peer that fell further behind than that catches up by state sync."""
         self.config = config
         self.index = config.index_of(my_key.public_key)
         self._key = my_key
@@ -137,17 +153,24 @@ class Replica:
         self._propose = propose
         self._leader_of = leader_of or config.round_robin_leader
         self._rules = rules
+        self.stats: Counter[str] = Counter()
         if persisted is not None:
             verify_qc(config, persisted.high_qc)
+            if persisted.high_tc is not None:
+                verify_tc(config, persisted.high_tc)
         self.safety = persisted or SafetyState(0, config.genesis_qc, 0)
-        if anchor is None:
-            self.tree = BlockTree(config.genesis, 0, config.genesis_qc, rules)
-        else:
+        if isinstance(anchor, CommitProof):
+            verify_commit_proof(config, anchor)
+            self.tree = BlockTree(anchor.block, anchor.height, anchor.block.qc, rules, anchor)
+        elif anchor is not None:
             verify_block(config, anchor.block)
             self.tree = BlockTree(anchor.block, anchor.height, anchor.block.qc, rules)
+        else:
+            self.tree = BlockTree(config.genesis, 0, config.genesis_qc, rules)
         self._keep_rounds = keep_rounds
         self._commits_since_prune = 0
-        self.tree.add_qc(self.safety.high_qc)
+        self._restored = self._restore(stored_blocks)
+        self._restored += self.tree.add_qc(self.safety.high_qc)
         self.round = 0
         self._last_round_tc: TimeoutCert | None = None
         self._proposed_round = 0
@@ -157,17 +180,26 @@ class Replica:
         self._votes = VoteCollector(config)
         self._timeouts = TimeoutCollector(config)
         self._deadline = now_ms
-        self.stats: Counter[str] = Counter()
 
     # -- driver entry points -------------------------------------------------------------
 
     def start(self, now_ms: int) -> list[Action]:
         s = self.safety
+        tc = s.high_tc
         first = max(1, s.last_voted_round, s.highest_timeout_round, s.high_qc.round + 1)
-        out = self._enter_round(first, None, now_ms)
+        if tc is not None:
+            first = max(first, tc.round + 1)
+        out = self._commit_actions(self._restored)
+        self._restored = []
+        out += self._enter_round(first, tc, now_ms)
         if s.high_qc.block_id not in self.tree:
             out += self._request_block(s.high_qc.block_id, s.high_qc.round, None)
         return out
+
+    def on_payload_ready(self, now_ms: int) -> list[Action]:
+        """The driver's payload source has something new: propose now if this replica leads
+        the current round and deferred its proposal for want of news."""
+        return self._try_propose(now_ms)
 
     def on_bytes(self, sender: int, data: bytes, now_ms: int) -> list[Action]:
         try:
@@ -206,7 +238,7 @@ class Replica:
                 continue
             self._wanted[block_id] = (round_, attempts + 1)
             peer = self._peer(attempts + 1)
-            out.append(Send(peer, SyncRequest(block_id, MAX_SYNC_BLOCKS)))
+            out.append(Send(peer, self._sync_request(block_id)))
         self._deadline = now_ms + self._round_duration()
         out.append(SetTimer(self._deadline))
         return out
@@ -246,11 +278,24 @@ class Replica:
             return []
         out = self._process_qc(tc.high_qc, source, now_ms)
         if tc.round >= self.round:
+            out += self._remember_tc(tc)
             out += self._enter_round(tc.round + 1, tc, now_ms)
         elif tc.round == self.round - 1 and self._last_round_tc is None:
             # E.g. after a restart: the TC that justifies timing out in this round.
             self._last_round_tc = tc
+            out += self._remember_tc(tc)
         return out
+
+    def _remember_tc(self, tc: TimeoutCert) -> list[Action]:
+        """Keep the highest TC durable: after a restart it justifies timing out in the round
+        it led to (DiemBFT's timeout rule), which a network restarted as a whole needs."""
+        if not self._rules.persist_timeout_certificate:
+            return []
+        known = self.safety.high_tc
+        if known is not None and known.round >= tc.round:
+            return []
+        self.safety = replace(self.safety, high_tc=tc)
+        return [Persist(self.safety)]
 
     # -- proposals and votes --------------------------------------------------------------
 
@@ -261,8 +306,13 @@ class Replica:
         parent = self.tree.get(high_qc.block_id)
         if parent is None:
             return self._request_block(high_qc.block_id, high_qc.round, None)
-        self._proposed_round = self.round
         payload = self._propose(parent.payload, self.round)
+        if payload is None:  # nothing new: propose only if a commit still needs this block
+            if not self._needs_block(parent):
+                self.stats["proposals-deferred"] += 1
+                return []
+            payload = parent.payload
+        self._proposed_round = self.round
         block = Block.create(
             self.config.network_id, self.round, self.index, high_qc, payload, signer=self._key
         )
@@ -275,6 +325,18 @@ class Replica:
             self.stats["own-proposal-not-voted"] += 1
             return voting
         return [*voting[: persist_at + 1], Broadcast(proposal), *voting[persist_at + 1 :]]
+
+    def _needs_block(self, parent: Block) -> bool:
+        """Whether a block repeating ``parent``'s payload is still needed: to commit a payload
+        that is not committed yet, or to carry the QC that committed a new payload (which only
+        this replica may hold) to the others. Otherwise an idle leader proposes nothing."""
+        committed = self.tree.committed
+        if parent.payload != committed.payload:
+            return True
+        if parent.parent_id != committed.id:
+            return False
+        before = self.tree.get(committed.parent_id)
+        return before is not None and before.payload != committed.payload
 
     def _on_proposal(self, sender: int, proposal: Proposal, now_ms: int) -> list[Action]:
         block, tc = proposal.block, proposal.last_round_tc
@@ -310,15 +372,15 @@ class Replica:
             self.stats["invalid-payload"] += 1
             return []
         out = self._commit_actions(self.tree.insert(block))
-        self.safety = SafetyState(
-            block.round, _higher(self.safety.high_qc, block.qc), self.safety.highest_timeout_round
-        )
+        high_qc = _higher(self.safety.high_qc, block.qc)
+        self.safety = replace(self.safety, last_voted_round=block.round, high_qc=high_qc)
         message = crypto.vote_message(self.config.network_id, block.round, block.id)
         vote = Vote(block.round, block.id, self.index, self._key.sign(message))
         next_leader = self._leader_of(block.round + 1)
+        persist = Persist(self.safety, (block,))
         if next_leader == self.index:
-            return [*out, Persist(self.safety), *self._on_vote(self.index, vote, now_ms)]
-        return out + self._ordered(Persist(self.safety), Send(next_leader, vote))
+            return [*out, persist, *self._on_vote(self.index, vote, now_ms)]
+        return out + self._ordered(persist, Send(next_leader, vote))
 
     def _on_vote(self, sender: int, vote: Vote, now_ms: int) -> list[Action]:
         verify_vote(self.config, vote)
@@ -341,8 +403,11 @@ class Replica:
         ):
             self.stats["unsafe-timeout"] += 1
             return []
-        self.safety = SafetyState(
-            max(s.last_voted_round, self.round), _higher(s.high_qc, high_qc), self.round
+        self.safety = replace(
+            s,
+            last_voted_round=max(s.last_voted_round, self.round),
+            high_qc=_higher(s.high_qc, high_qc),
+            highest_timeout_round=self.round,
         )
         message = crypto.timeout_message(self.config.network_id, self.round, high_qc.round)
         timeout = Timeout(
@@ -390,9 +455,14 @@ class Replica:
             return []
         self._wanted[block_id] = (round_, 0)
         peer = source if source is not None and source != self.index else self._peer(0)
-        return [Send(peer, SyncRequest(block_id, MAX_SYNC_BLOCKS))]
+        return [Send(peer, self._sync_request(block_id))]
+
+    def _sync_request(self, block_id: bytes) -> SyncRequest:
+        return SyncRequest(block_id, MAX_SYNC_BLOCKS, self.tree.committed.round)
 
     def _on_sync_request(self, sender: int, request: SyncRequest) -> list[Action]:
+        if sender == self.index:
+            return []
         limit = min(max(request.max_blocks, 1), MAX_SYNC_BLOCKS)
         chain: list[Block] = []
         size = 0
@@ -401,15 +471,24 @@ class Replica:
             if chain and size > MAX_SYNC_RESPONSE_PAYLOAD:
                 break
             chain.append(block)
-        if not chain or sender == self.index:
+        # A requester that committed less than this replica may be unable to link the chain
+        # (its missing ancestors were pruned everywhere): show it where to jump.
+        proof = self.tree.commit_proof
+        if proof is not None and proof.block.round <= request.committed_round:
+            proof = None
+        if not chain and proof is None:
             return []
-        return [Send(sender, SyncResponse(tuple(chain)))]
+        return [Send(sender, SyncResponse(tuple(chain), proof))]
 
     def _on_sync_response(self, sender: int, response: SyncResponse, now_ms: int) -> list[Action]:
+        out: list[Action] = []
+        if response.proof is not None:
+            out += self._on_commit_proof(sender, response.proof, now_ms)
         blocks = response.blocks
         if not blocks or blocks[0].id not in self._wanted:
-            self.stats["sync-unsolicited"] += 1
-            return []
+            if not out:
+                self.stats["sync-unsolicited"] += 1
+            return out
         for i, block in enumerate(blocks):
             verify_block(self.config, block)
             if i + 1 < len(blocks) and (
@@ -417,19 +496,27 @@ class Replica:
             ):
                 raise MessageRejected("sync-broken-chain")
         del self._wanted[blocks[0].id]
+        out.append(Persist(self.safety, blocks))  # certified blocks a restart may need
         commits: list[CommittedBlock] = []
         for block in reversed(blocks):
+            if block.round <= self.tree.committed.round:
+                continue
             if block.parent_id in self.tree:
                 try:
                     commits += self.tree.insert(block)
                 except MessageRejected as rejection:
                     self.stats[rejection.reason] += 1
-                    return self._commit_actions(commits)
+                    return out + self._commit_actions(commits)
             elif not self.tree.add_unlinked(block):
                 self.stats["sync-buffer-full"] += 1
-        out = self._commit_actions(commits)
+        out += self._commit_actions(commits)
         if blocks[0].id not in self.tree:
             return out + self._request_block(blocks[0].id, blocks[0].round, sender)
+        return out + self._resume(now_ms)
+
+    def _resume(self, now_ms: int) -> list[Action]:
+        """After blocks arrived: vote for a proposal that waited for its parent, and propose."""
+        out: list[Action] = []
         pending, self._pending_proposal = self._pending_proposal, None
         if pending is not None and pending.block.round == self.round:
             if pending.block.parent_id in self.tree:
@@ -438,7 +525,48 @@ class Replica:
                 self._pending_proposal = pending
         return out + self._try_propose(now_ms)
 
+    def _on_commit_proof(self, sender: int, proof: CommitProof, now_ms: int) -> list[Action]:
+        """State sync: jump to a block a peer proves committed, if this replica lacks it.
+
+        The new tree is rooted at that block; blocks and QCs of the old tree above it are kept.
+        The jump is reported as a commit of that block alone: the driver checks its payload
+        against its own state (for a witness: the log's entries from its mirror) as it would
+        any commit, without the skipped blocks.
+        """
+        block = proof.block
+        if block.round <= self.tree.committed.round or block.id in self.tree:
+            return []
+        verify_commit_proof(self.config, proof)
+        old = self.tree
+        self.tree = BlockTree(block, proof.height, block.qc, self._rules, proof)
+        commits = [CommittedBlock(proof.height, block)]
+        commits += self._restore([b for b in old.blocks() if b.round > block.round])
+        for qc in old.qcs():
+            if qc.round > block.round:
+                commits += self.tree.add_qc(qc)
+        self._wanted = {k: v for k, v in self._wanted.items() if v[0] > block.round}
+        self.stats["state-sync"] += 1
+        out = self._commit_actions(commits)
+        out += self._process_qc(proof.child_qc, sender, now_ms)
+        return out + self._resume(now_ms)
+
     # -- helpers --------------------------------------------------------------------------
+
+    def _restore(self, blocks: Sequence[Block]) -> list[CommittedBlock]:
+        """Put kept blocks back into the tree (linked, or buffered until their parent comes)."""
+        commits: list[CommittedBlock] = []
+        for block in sorted(blocks, key=lambda b: b.round):
+            if block.round <= self.tree.committed.round or block.id in self.tree:
+                continue
+            try:
+                verify_block(self.config, block)
+                if block.parent_id in self.tree:
+                    commits += self.tree.insert(block)
+                else:
+                    self.tree.add_unlinked(block)
+            except MessageRejected as rejection:
+                self.stats[rejection.reason] += 1
+        return commits
 
     def _ordered(self, persist: Persist, send: Action) -> list[Action]:
         return [persist, send] if self._rules.persist_before_send else [send, persist]
@@ -447,10 +575,12 @@ class Replica:
         if not commits:
             return []
         self._commits_since_prune += len(commits)
-        if self._keep_rounds is not None and self._commits_since_prune >= PRUNE_EVERY_COMMITS:
-            self._commits_since_prune = 0
-            self.tree.prune(self._keep_rounds)
-        return [CommitBlocks(tuple(commits))]
+        if self._keep_rounds is not None:
+            every = min(PRUNE_EVERY_COMMITS, max(1, self._keep_rounds // 4))
+            if self._commits_since_prune >= every:
+                self._commits_since_prune = 0
+                self.tree.prune(self._keep_rounds)
+        return [CommitBlocks(tuple(commits), self.tree.commit_proof)]
 
 
 def _higher(a: QuorumCert, b: QuorumCert) -> QuorumCert:

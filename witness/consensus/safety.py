@@ -14,7 +14,7 @@ from logserver.core.errors import FormatError
 from witness.consensus.encoding import Reader, Writer
 from witness.consensus.types import QuorumCert, TimeoutCert
 
-SAFETY_STATE_VERSION = 1
+SAFETY_STATE_VERSION = 2
 
 
 class SafetyRules:
@@ -22,6 +22,9 @@ class SafetyRules:
 
     #: When False the replica emits its vote/timeout before the Persist that covers it.
     persist_before_send: bool = True
+    #: When False the replica does not keep the TC that took it into its round across a
+    #: restart (the defect of an earlier version: a network restarted in such a round hangs).
+    persist_timeout_certificate: bool = True
 
     def safe_to_vote(
         self, block_round: int, qc_round: int, tc: TimeoutCert | None, last_voted_round: int
@@ -54,15 +57,18 @@ DIEMBFT_V4 = SafetyRules()
 
 @dataclass(frozen=True, slots=True)
 class SafetyState:
-    """Durable safety data: last voted round, highest QC (with its round), last timeout round.
+    """Durable consensus state: last voted round, highest QC, last timeout round, highest TC.
 
-    The whole highest QC is kept (not only its round) so that a replica restarted from this
-    state alone can still time out and let the network form a TC.
+    The first three are the safety data of DiemBFT v4. The whole highest QC is kept (not only
+    its round) and so is the highest TC, so that a replica restarted from this state alone can
+    still time out in the round it was in (the TC of the round before justifies that) and let
+    the network form the next TC, even when every replica restarted at once.
     """
 
     last_voted_round: int
     high_qc: QuorumCert
     highest_timeout_round: int
+    high_tc: TimeoutCert | None = None
 
     @property
     def highest_qc_round(self) -> int:
@@ -74,17 +80,22 @@ class SafetyState:
         out.u64(self.last_voted_round)
         out.u64(self.highest_timeout_round)
         self.high_qc.encode(out)
+        out.u8(0 if self.high_tc is None else 1)
+        if self.high_tc is not None:
+            self.high_tc.encode(out)
         return out.getvalue()
 
     @staticmethod
     def from_bytes(data: bytes) -> SafetyState:
-        """Strict decoding; the replica re-verifies the QC against its config on load."""
+        """Strict decoding (version 1, without a TC, is still read); the replica re-verifies
+        the certificates against its config on load."""
         reader = Reader(data, "consensus safety state")
         version = reader.u8()
-        if version != SAFETY_STATE_VERSION:
+        if version not in (1, SAFETY_STATE_VERSION):
             raise FormatError("consensus safety state", f"unknown version {version}")
         last_voted_round = reader.u64()
         highest_timeout_round = reader.u64()
         high_qc = QuorumCert.decode(reader)
+        high_tc = TimeoutCert.decode(reader) if version > 1 and reader.flag() else None
         reader.end()
-        return SafetyState(last_voted_round, high_qc, highest_timeout_round)
+        return SafetyState(last_voted_round, high_qc, highest_timeout_round, high_tc)

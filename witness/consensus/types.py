@@ -207,6 +207,48 @@ class Block:
         return Block(round_, author, qc, payload, signature, block_id)
 
 
+@dataclass(frozen=True, slots=True)
+class CommitProof:
+    """Self-certifying evidence that ``block`` is committed: a certified child in the next round.
+
+    ``child`` extends ``block`` (its QC certifies it) in round ``block.round + 1``, and
+    ``child_qc`` certifies ``child``: by the 2-chain rule ``block`` and its ancestors are
+    committed. ``height`` is the block's height in the chain as the sender counts it; it is not
+    certified, and nothing safety-relevant may depend on it.
+    """
+
+    height: int
+    block: Block
+    child: Block
+    child_qc: QuorumCert
+
+    def encode(self, out: Writer) -> None:
+        out.u64(self.height)
+        self.block.encode(out)
+        self.child.encode(out)
+        self.child_qc.encode(out)
+
+    @staticmethod
+    def decode(reader: Reader, network_id: bytes) -> CommitProof:
+        height = reader.u64()
+        block = Block.decode(reader, network_id)
+        child = Block.decode(reader, network_id)
+        return CommitProof(height, block, child, QuorumCert.decode(reader))
+
+    def to_bytes(self) -> bytes:
+        out = Writer()
+        self.encode(out)
+        return out.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes, network_id: bytes) -> CommitProof:
+        """Strict decoding of a stored or received proof (structure only; see certificates)."""
+        reader = Reader(data, "commit proof")
+        proof = CommitProof.decode(reader, network_id)
+        reader.end()
+        return proof
+
+
 def _bounded_count(reader: Reader) -> int:
     count = reader.u16()
     if count > MAX_REPLICAS:

@@ -62,6 +62,9 @@ class ByzantineNode:
     def on_timer(self, now_ms: int) -> list[Action]:
         return self._rewrite(self.replica.on_timer(now_ms))
 
+    def on_payload_ready(self, now_ms: int) -> list[Action]:
+        return self._rewrite(self.replica.on_payload_ready(now_ms))
+
     def on_message(self, sender: int, message: Message, now_ms: int) -> list[Action]:
         out = self._rewrite(self.replica.on_message(sender, message, now_ms))
         if self.kind == "fork":

@@ -36,6 +36,8 @@ class Campaign:
     byzantine: str | None = None
     drop_rate: float = 0.02
     restart_without_state: bool = False
+    crash_all: bool = False
+    absence: bool = False
 
     def scenario(self, index: int) -> Scenario:
         rng = random.Random(f"{self.seed}/{index}")  # noqa: S311 - reproducible sampling
@@ -48,6 +50,8 @@ class Campaign:
             crash=self.crash,
             byzantine=self.byzantine,
             drop_rate=self.drop_rate,
+            crash_all=self.crash_all,
+            absence=self.absence,
         )
         return replace(scenario, restart_without_state=self.restart_without_state)
 
@@ -63,6 +67,7 @@ class CampaignReport:
     commits: int = 0
     max_recovery_ms: int = 0
     max_recovery_rounds: int = 0
+    state_syncs: int = 0
     seconds: float = 0.0
     examples: list[str] = field(default_factory=list)
 
@@ -72,6 +77,7 @@ class CampaignReport:
         self.commits += result.commits
         self.max_recovery_ms = max(self.max_recovery_ms, result.recovery_ms or 0)
         self.max_recovery_rounds = max(self.max_recovery_rounds, result.recovery_rounds or 0)
+        self.state_syncs += result.state_syncs
         if result.safety_violations:
             self.safety_violations += 1
             self._example(f"scenario {index}: SAFETY {result.safety_violations[0]}")
@@ -80,7 +86,8 @@ class CampaignReport:
             self._example(f"scenario {index}: LIVENESS {result.liveness_failure}")
 
     def merge(self, other: CampaignReport) -> None:
-        for name in ("scenarios", "safety_violations", "liveness_failures", "events", "commits"):
+        counts = ("scenarios", "safety_violations", "liveness_failures", "events", "commits")
+        for name in (*counts, "state_syncs"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.max_recovery_ms = max(self.max_recovery_ms, other.max_recovery_ms)
         self.max_recovery_rounds = max(self.max_recovery_rounds, other.max_recovery_rounds)
@@ -125,22 +132,34 @@ def run_campaign(
     return report
 
 
-def run_and_report(campaign: Campaign, jobs: int = 1) -> int:
+def run_and_report(campaign: Campaign, jobs: int = 1, options: SimOptions | None = None) -> int:
     """Run ``campaign``, print a summary and, last, one JSON line; 0 if nothing failed, else 1."""
-    report = run_campaign(campaign, jobs=jobs)
+    options = options or SimOptions()
+    report = run_campaign(campaign, options, jobs=jobs)
     rate = report.scenarios / report.seconds if report.seconds > 0 else 0.0
     c = campaign
     faults = f"{c.twins} twin(s)" + (f", Byzantine {c.byzantine}" if c.byzantine else "")
     faulty_keys = c.twins + (1 if c.byzantine else 0)
     if faulty_keys > (c.n - 1) // 3:
         faults += f"; {faulty_keys} faulty keys exceed f={(c.n - 1) // 3}: expect violations"
+    restarts = [
+        name
+        for name, on in (
+            ("crashes", c.crash),
+            ("whole-network crashes", c.crash_all),
+            ("long absences", c.absence),
+        )
+        if on
+    ]
     print(
-        f"n={c.n} ({faults}{', crashes' if c.crash else ''}): {report.scenarios} scenarios "
-        f"in {report.seconds:.1f} s ({rate:.1f}/s), {report.commits} commits"
+        f"n={c.n} ({', '.join([faults, *restarts])}): {report.scenarios} scenarios "
+        f"in {report.seconds:.1f} s ({rate:.1f}/s), {report.commits} commits, "
+        f"{report.state_syncs} state syncs"
     )
     print(
         f"safety violations: {report.safety_violations}; "
-        f"liveness failures: {report.liveness_failures}; "
+        f"liveness failures: {report.liveness_failures} (every honest replica must commit "
+        f"within {options.liveness_window_ms} ms after the last fault heals); "
         f"worst recovery after healing: {report.max_recovery_ms} ms, "
         f"{report.max_recovery_rounds} rounds"
     )
@@ -158,6 +177,11 @@ def run_and_report(campaign: Campaign, jobs: int = 1) -> int:
         "rounds": c.rounds,
         "partitions": c.partitions,
         "crash": c.crash,
+        "crash_all": c.crash_all,
+        "absence": c.absence,
+        "idle_rate": options.idle_rate,
+        "liveness_window_ms": options.liveness_window_ms,
+        "state_syncs": report.state_syncs,
         "byzantine": c.byzantine,
         "events": report.events,
         "commits": report.commits,

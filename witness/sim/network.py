@@ -2,10 +2,14 @@
 
 One :class:`Simulation` runs one :class:`~witness.sim.scenarios.Scenario`: per-round
 partitions and leaders (Twins), random delays and drops until the network heals, crashes
-(possibly between two actions of one step) and restarts from only what was persisted, and
-Byzantine replicas. It records what honest replicas commit and sign, and checks SAFETY and
-LIVENESS (see :class:`ScenarioResult`). Payloads come from a simulated log: each proposal
-extends its parent checkpoint by one entry and names its proposer, so twins differ.
+(possibly between two actions of one step) of any subset of the honest instances, all of them
+included, and restarts from only what was persisted (safety state, stored blocks, anchor),
+long absences past the pruning horizon (caught up by state sync), and Byzantine replicas. It
+records what honest replicas commit and sign, and checks SAFETY and LIVENESS (see
+:class:`ScenarioResult`): after the last fault heals, every honest instance must commit a new
+block within ``liveness_window_ms``. Payloads come from a simulated log: each proposal extends
+its parent checkpoint by one entry and names its proposer, so twins differ; with
+``idle_rate`` the log sometimes has nothing new and leaders defer.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ from witness.consensus.replica import (
     SetTimer,
 )
 from witness.consensus.safety import DIEMBFT_V4, SafetyRules, SafetyState
-from witness.consensus.types import ConsensusConfig
+from witness.consensus.types import Block, CommitProof, ConsensusConfig
 from witness.sim.byzantine import ByzantineNode
 from witness.sim.scenarios import Scenario
 
 NETWORK_ID = b"synchronicity-simulation"
 GENESIS_PAYLOAD = b"0 genesis"
-_DELIVER, _TIMER, _CRASH, _RESTART = 0, 1, 2, 3
+_DELIVER, _TIMER, _CRASH, _RESTART, _CRASH_ALL = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class SimOptions:
     max_events: int = 200_000
     wire: bool = False  # round-trip every message through its byte encoding
     rules: SafetyRules = DIEMBFT_V4
+    keep_rounds: int | None = 12  # replicas prune, so a long absence needs state sync
+    idle_rate: float = 0.0  # chance that the simulated log has nothing new for a leader
+    absence_ms: int = 40_000  # how long the absent instance of an ``absence`` scenario is down
+    keep_blocks: bool = True  # False: a negative control whose drivers drop Persist's blocks
 
 
 @dataclass
@@ -57,6 +65,7 @@ class ScenarioResult:
     liveness_failure: str | None = None
     recovery_ms: int | None = None
     recovery_rounds: int | None = None
+    state_syncs: int = 0
     events: int = 0
     max_round: int = 0
     commits: int = 0
@@ -113,6 +122,8 @@ class Simulation:
         count = scenario.instances
         self._nodes: list[Node | None] = [None] * count
         self._durable: list[SafetyState | None] = [None] * count
+        self._stored: list[dict[bytes, Block]] = [{} for _ in range(count)]
+        self._anchor: list[CommitProof | None] = [None] * count
         self._deadline = [0] * count
         self._crash_pending = [False] * count
         self._of_key = [
@@ -128,7 +139,8 @@ class Simulation:
         self._baseline_round = 0
         self._recovered = [not h for h in self._honest]
         self._commits: list[dict[int, bytes]] = [{} for _ in range(count)]
-        self._by_height: dict[int, dict[bytes, set[int]]] = {}
+        self._last_size = [0] * count
+        self._by_size: dict[int, dict[bytes, set[int]]] = {}
         self._votes: dict[tuple[int, int], bytes] = {}
         self._crashes_outstanding = 0
         self._adversary_delay_ms = 3 * self.options.base_timeout_ms
@@ -139,26 +151,35 @@ class Simulation:
         leaders = self.scenario.leaders
         return leaders[round_ - 1] if 1 <= round_ <= len(leaders) else round_ % self.scenario.n
 
-    def _make_node(self, instance: int, persisted: SafetyState | None) -> Node:
+    def _make_node(self, instance: int, keep_state: bool) -> Node:
         key = self.scenario.key_of(instance)
         signer = simulation_keys(self.scenario.n)[key]
+        idle_rate = self.options.idle_rate
 
-        def propose(parent_payload: bytes, round_: int) -> bytes:
+        def new_payload(parent_payload: bytes, round_: int) -> bytes:
             size = checkpoint_size(parent_payload) + 1
             return b"%d r%d.i%d" % (size, round_, instance)
 
+        def propose(parent_payload: bytes, round_: int) -> bytes | None:
+            if idle_rate and self.rng.random() < idle_rate:
+                return None  # the log has nothing new
+            return new_payload(parent_payload, round_)
+
         def alternative(parent_payload: bytes, round_: int) -> bytes:
-            return propose(parent_payload, round_) + b".alt"
+            return new_payload(parent_payload, round_) + b".alt"
 
         replica = Replica(
             self.config,
             signer,
-            persisted,
+            self._durable[instance] if keep_state else None,
             validate_checkpoint,
             self._now,
             propose=propose,
             leader_of=self._leader_of,
             rules=self.options.rules if self._honest[instance] else DIEMBFT_V4,
+            anchor=self._anchor[instance] if keep_state else None,
+            stored_blocks=tuple(self._stored[instance].values()) if keep_state else (),
+            keep_rounds=self.options.keep_rounds,
         )
         if key == self.scenario.byzantine_key and self.scenario.byzantine is not None:
             return ByzantineNode(self.scenario.byzantine, replica, signer, self.rng, alternative)
@@ -166,18 +187,24 @@ class Simulation:
 
     def _schedule_crashes(self) -> None:
         honest = [i for i in range(self.scenario.instances) if self._honest[i]]
-        # Crashes hit at most f distinct instances: a restarted replica keeps only its safety
-        # state, so every certified block must survive on some replica that never crashed.
-        victims = self.rng.sample(honest, min(len(honest), max(1, self.config.f)))
+        # Any honest instance may crash, all of them too: a restarted replica keeps its safety
+        # state, its stored blocks and its anchor, so the certified blocks survive.
         horizon = max(1, len(self.scenario.leaders)) * self.options.base_timeout_ms
         self._crashes_outstanding = self.scenario.crashes
         for _ in range(self.scenario.crashes):
-            self._push(self.rng.randrange(1, horizon + 1), _CRASH, self.rng.choice(victims), None)
+            self._push(self.rng.randrange(1, horizon + 1), _CRASH, self.rng.choice(honest), None)
+        if self.scenario.crash_all:
+            self._crashes_outstanding += len(honest)
+            self._push(self.rng.randrange(1, horizon + 1), _CRASH_ALL, -1, None)
+        if self.scenario.absence and honest:
+            self._crashes_outstanding += 1
+            absent = self.rng.choice(honest)
+            self._push(self.rng.randrange(1, horizon + 1), _CRASH, absent, self.options.absence_ms)
 
-    def _crash_now(self, instance: int) -> None:
+    def _crash_now(self, instance: int, down_ms: int | None = None) -> None:
         self._crash_pending[instance] = False
         self._nodes[instance] = None
-        delay = self.rng.randrange(1, 3 * self.options.base_timeout_ms)
+        delay = down_ms or self.rng.randrange(1, 3 * self.options.base_timeout_ms)
         self._push(self._now + delay, _RESTART, instance, None)
 
     # -- event loop -----------------------------------------------------------------------
@@ -188,7 +215,7 @@ class Simulation:
 
     def run(self) -> ScenarioResult:
         for instance in range(self.scenario.instances):
-            self._nodes[instance] = node = self._make_node(instance, None)
+            self._nodes[instance] = node = self._make_node(instance, keep_state=False)
             self._execute(instance, node.start(0))
         self._schedule_crashes()
         budget = self.options.max_events
@@ -207,16 +234,29 @@ class Simulation:
         return self.result
 
     def _handle(self, kind: int, instance: int, data: object) -> None:
-        node = self._nodes[instance]
+        node = self._nodes[instance] if instance >= 0 else None
+        if kind == _CRASH_ALL:
+            for victim in range(self.scenario.instances):
+                if not self._honest[victim]:
+                    continue
+                if self._nodes[victim] is None or self._crash_pending[victim]:
+                    self._crashes_outstanding -= 1  # already down
+                else:
+                    self._crash_now(victim)
+            return
         if kind == _CRASH:
             if node is None or self._crash_pending[instance]:
                 self._crashes_outstanding -= 1  # already down: this crash is void
+            elif isinstance(data, int):  # a long absence: down at once, back much later
+                self._crash_now(instance, data)
             else:
                 self._crash_pending[instance] = True
         elif kind == _RESTART:
             self._crashes_outstanding -= 1
-            persisted = None if self.scenario.restart_without_state else self._durable[instance]
-            self._nodes[instance] = node = self._make_node(instance, persisted)
+            keep = not self.scenario.restart_without_state
+            if not keep:
+                self._last_size[instance] = 0  # it forgot everything: it commits all again
+            self._nodes[instance] = node = self._make_node(instance, keep_state=keep)
             self._execute(instance, node.start(self._now))
         elif node is None:
             return
@@ -255,12 +295,19 @@ class Simulation:
         for action in actions[:cut]:
             if isinstance(action, Persist):
                 self._durable[instance] = action.state
+                if self.options.keep_blocks:
+                    self._stored[instance].update((block.id, block) for block in action.blocks)
             elif isinstance(action, Send):
                 self._route(instance, action.to, action.message)
             elif isinstance(action, Broadcast):
                 self._route(instance, None, action.message)
             elif isinstance(action, CommitBlocks):
                 self._record_commit(instance, action)
+                if action.proof is not None:  # the driver keeps the anchor, drops what it covers
+                    self._anchor[instance] = action.proof
+                    floor = action.proof.block.round
+                    stored = self._stored[instance]
+                    self._stored[instance] = {k: b for k, b in stored.items() if b.round > floor}
             elif isinstance(action, SetTimer):
                 self._deadline[instance] = action.deadline_ms
                 self._push(action.deadline_ms, _TIMER, instance, action.deadline_ms)
@@ -309,14 +356,23 @@ class Simulation:
         key = self.scenario.key_of(instance)
         mine = self._commits[instance]
         for committed in commit.blocks:
+            # Checked by the log size a payload names (certified inside the block), not by
+            # height: a state sync skips blocks, and the height a peer reports is not signed.
             payload = committed.block.payload
+            size = checkpoint_size(payload)
             self.result.commits += 1
-            earlier = mine.setdefault(committed.height, payload)
+            earlier = mine.setdefault(size, payload)
             if earlier != payload:
                 self.result.safety_violations.append(
-                    f"replica {instance} committed two payloads at height {committed.height}"
+                    f"replica {instance} committed two payloads for log size {size}"
                 )
-            self._by_height.setdefault(committed.height, {}).setdefault(payload, set()).add(key)
+            if size < self._last_size[instance]:
+                last = self._last_size[instance]
+                self.result.safety_violations.append(
+                    f"replica {instance} committed log size {size} after {last}"
+                )
+            self._last_size[instance] = max(self._last_size[instance], size)
+            self._by_size.setdefault(size, {}).setdefault(payload, set()).add(key)
             if (
                 self._stable_ms is not None
                 and self._now >= self._stable_ms
@@ -332,16 +388,16 @@ class Simulation:
     def _finish(self) -> None:
         quorum = self.config.quorum
         faulty = self.scenario.faulty_keys
-        for height, payloads in sorted(self._by_height.items()):
+        for size, payloads in sorted(self._by_size.items()):
             if len(payloads) > 1:
                 self.result.safety_violations.append(
-                    f"honest replicas committed {len(payloads)} payloads at height {height}"
+                    f"honest replicas committed {len(payloads)} payloads for log size {size}"
                 )
             # Faulty keys co-sign everything: count them for every payload.
             certified = [p for p, keys in payloads.items() if len(keys | faulty) >= quorum]
             if len(certified) > 1:
                 self.result.safety_violations.append(
-                    f"{len(certified)} conflicting payloads at height {height} have 2f+1 cosigners"
+                    f"{len(certified)} conflicting payloads for log size {size} have 2f+1 cosigners"
                 )
         for instance, node in enumerate(self._nodes):
             replica = node.replica if isinstance(node, ByzantineNode) else node
@@ -351,6 +407,11 @@ class Simulation:
                 )
         self.result.max_round = max(
             (node.round for node in self._nodes if node is not None), default=0
+        )
+        self.result.state_syncs = sum(
+            (node.replica if isinstance(node, ByzantineNode) else node).stats["state-sync"]
+            for node in self._nodes
+            if node is not None
         )
         if not all(self._recovered):
             stuck = [i for i, ok in enumerate(self._recovered) if not ok]

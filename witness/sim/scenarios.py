@@ -4,6 +4,11 @@ A scenario fixes, for each of the first ``rounds`` rounds, the leader and a part
 replica instances into groups; a message of round r (or, for catch-up messages, sent while
 its sender is in round r) only crosses between instances of one group. Instances 0..n-1 hold
 keys 0..n-1; instances n.. are twins holding keys 0, 1, ... (same key, separate state).
+
+Faults besides partitions, drops and Byzantine keys: crashes of single honest instances, one
+crash of every honest instance at once, and one long absence (down long enough for its peers
+to prune the blocks it lacks). A crashed instance restarts from exactly what its driver made
+durable: safety state, the stored blocks and the anchor (the proof of its last commit).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ class Scenario:
     partitions: tuple[tuple[int, ...], ...]  # per round: group label of each instance
     drop_rate: float = 0.0
     max_delay_ms: int = 150
-    crashes: int = 0
+    crashes: int = 0  # crash-and-restart events, each of one honest instance
+    crash_all: bool = False  # one event that crashes every honest instance at once
+    absence: bool = False  # one honest instance is down long enough for peers to prune
     restart_without_state: bool = False
     byzantine: str | None = None
 
@@ -74,6 +81,8 @@ def sample_scenario(
     crash: bool = False,
     byzantine: str | None = None,
     drop_rate: float = 0.02,
+    crash_all: bool = False,
+    absence: bool = False,
 ) -> Scenario:
     """Leaders uniformly per round; partitions sticky (kept with probability 1/2)."""
     if n < 1 or (n - 1) % 3 != 0:
@@ -104,6 +113,8 @@ def sample_scenario(
         partitions=tuple(schedule),
         drop_rate=drop_rate,
         crashes=rng.randint(1, 3) if crash else 0,
+        crash_all=crash_all,
+        absence=absence,
         byzantine=byzantine,
     )
 

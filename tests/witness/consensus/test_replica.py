@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from logserver.core.errors import VerificationError
 from tests.support.consensus_fixtures import make_config, make_qc, signers, timeout, vote
-from witness.consensus.blocktree import CommittedBlock
 from witness.consensus.messages import Proposal, SyncRequest, SyncResponse, Timeout, Vote
 from witness.consensus.replica import (
     Action,
@@ -21,8 +20,8 @@ from witness.consensus.replica import (
     Send,
     SetTimer,
 )
-from witness.consensus.safety import SafetyState
-from witness.consensus.types import QuorumCert
+from witness.consensus.safety import DIEMBFT_V4, SafetyRules, SafetyState
+from witness.consensus.types import Block, CommitProof, QuorumCert
 
 CONFIG = make_config(4)
 KEYS = signers(4)
@@ -39,8 +38,10 @@ def valid(parent: bytes, payload: bytes) -> bool:
 def replica(
     index: int,
     persisted: SafetyState | None = None,
-    anchor: CommittedBlock | None = None,
+    anchor: CommitProof | None = None,
     keep_rounds: int | None = None,
+    stored: tuple[Block, ...] = (),
+    rules: SafetyRules = DIEMBFT_V4,
 ) -> Replica:
     return Replica(
         CONFIG,
@@ -51,11 +52,27 @@ def replica(
         propose=extend,
         anchor=anchor,
         keep_rounds=keep_rounds,
+        stored_blocks=stored,
+        rules=rules,
     )
 
 
 def of_type(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg]
     return [a for a in actions if isinstance(a, kind)]
+
+
+def record_commits(mine: dict[int, bytes], action: CommitBlocks) -> None:
+    """Record a replica's commits by height: heights only grow (a state sync may skip some),
+    and a height is never committed twice."""
+    for committed in action.blocks:
+        assert committed.height not in mine and all(committed.height > h for h in mine)
+        mine[committed.height] = committed.block.payload
+
+
+def assert_consistent(commits: list[dict[int, bytes]]) -> None:
+    """No two replicas committed different payloads at one height."""
+    for height in set().union(*commits):
+        assert len({c[height] for c in commits if height in c}) == 1, height
 
 
 class Net:
@@ -65,15 +82,17 @@ class Net:
         self.replicas = replicas
         self.queue: deque[tuple[int, int, object]] = deque()
         self.timers = [0] * len(replicas)
-        self.commits: list[list[bytes]] = [[] for _ in replicas]
+        self.commits: list[dict[int, bytes]] = [{} for _ in replicas]
         self.persisted: list[SafetyState | None] = [None] * len(replicas)
-        self.anchors: list[CommittedBlock | None] = [None] * len(replicas)
+        self.anchors: list[CommitProof | None] = [None] * len(replicas)
+        self.blocks: list[dict[bytes, Block]] = [{} for _ in replicas]  # what Persist stored
         self.now = 0
 
     def apply(self, index: int, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Persist):
                 self.persisted[index] = action.state
+                self.blocks[index].update((b.id, b) for b in action.blocks)
             elif isinstance(action, Send):
                 self.queue.append((index, action.to, action.message))
             elif isinstance(action, Broadcast):
@@ -81,10 +100,33 @@ class Net:
                     if to != index:
                         self.queue.append((index, to, action.message))
             elif isinstance(action, CommitBlocks):
-                self.commits[index] += [c.block.payload for c in action.blocks]
-                self.anchors[index] = action.blocks[-1]
+                record_commits(self.commits[index], action)
+                self.anchors[index] = action.proof
+                if action.proof is not None:  # a driver drops what the anchor covers
+                    floor = action.proof.block.round
+                    kept = {i: b for i, b in self.blocks[index].items() if b.round > floor}
+                    self.blocks[index] = kept
             elif isinstance(action, SetTimer):
                 self.timers[index] = action.deadline_ms
+
+    def restart(self, index: int, rules: SafetyRules = DIEMBFT_V4, **options: object) -> Replica:
+        """Replace a replica by one built from only what its driver made durable."""
+        self.queue = deque(m for m in self.queue if m[1] != index)  # in flight to it: lost
+        restarted = Replica(
+            CONFIG,
+            KEYS[index],
+            self.persisted[index],
+            valid,
+            self.now,
+            propose=extend,
+            anchor=self.anchors[index],
+            stored_blocks=tuple(self.blocks[index].values()),
+            rules=rules,
+            **options,  # type: ignore[arg-type]
+        )
+        self.replicas[index] = restarted
+        self.apply(index, restarted.start(self.now))
+        return restarted
 
     def run(self, steps: int, down: frozenset[int] = frozenset()) -> None:
         for _ in range(steps):
@@ -231,9 +273,8 @@ def test_four_replicas_commit_the_same_chain() -> None:
         net.apply(i, r.start(0))
     net.run(400)
     assert min(len(c) for c in net.commits) >= 5
-    shortest = min(len(c) for c in net.commits)
-    assert all(c[:shortest] == net.commits[0][:shortest] for c in net.commits)
-    assert net.commits[0][:3] == [b"1 r1", b"2 r2", b"3 r3"]
+    assert_consistent(net.commits)
+    assert [net.commits[0][h] for h in (1, 2, 3)] == [b"1 r1", b"2 r2", b"3 r3"]
 
 
 def test_restart_from_safety_state_only_catches_up_by_sync() -> None:
@@ -250,7 +291,7 @@ def test_restart_from_safety_state_only_catches_up_by_sync() -> None:
     net.apply(3, fresh.start(net.now))
     net.run(300)
     assert fresh.committed_height >= before
-    assert net.commits[3][:before] == net.commits[0][:before]  # re-committed identically
+    assert_consistent(net.commits)  # what it commits again is what it committed before
     assert fresh.stats["sync-broken-chain"] == 0
 
 
@@ -305,7 +346,7 @@ def test_random_schedules_keep_the_invariants(choices: list[int]) -> None:
     replicas = [replica(i) for i in range(4)]
     queue: list[tuple[int, int, object]] = []
     timers = [0] * 4
-    commits: list[list[bytes]] = [[] for _ in range(4)]
+    commits: list[dict[int, bytes]] = [{} for _ in range(4)]
     votes: dict[tuple[int, int], bytes] = {}
     now = 0
 
@@ -327,7 +368,7 @@ def test_random_schedules_keep_the_invariants(choices: list[int]) -> None:
                 targets = [action.to] if isinstance(action, Send) else range(4)
                 queue.extend((index, to, message) for to in targets if to != index)
             elif isinstance(action, CommitBlocks):
-                commits[index] += [c.block.payload for c in action.blocks]
+                record_commits(commits[index], action)
             elif isinstance(action, SetTimer):
                 timers[index] = action.deadline_ms
 
@@ -343,8 +384,7 @@ def test_random_schedules_keep_the_invariants(choices: list[int]) -> None:
             index = choice % 4
             now = max(now, timers[index])
             apply(index, replicas[index].on_timer(now))
-    longest = max(commits, key=len)
-    assert all(c == longest[: len(c)] for c in commits)
+    assert_consistent(commits)
 
 
 def test_pruning_keeps_the_tree_small() -> None:
@@ -355,8 +395,7 @@ def test_pruning_keeps_the_tree_small() -> None:
     for r in net.replicas:
         assert r.committed_height >= 150
         assert len(r.tree) < 8 + 64 + 10  # keep_rounds + commits between prunes + in flight
-    shortest = min(len(c) for c in net.commits)
-    assert all(c[:shortest] == net.commits[0][:shortest] for c in net.commits)
+    assert_consistent(net.commits)
 
 
 def test_restart_from_an_anchor_does_not_refetch_history() -> None:
@@ -372,5 +411,113 @@ def test_restart_from_an_anchor_does_not_refetch_history() -> None:
     net.apply(3, restarted.start(net.now))
     net.run(600)
     assert restarted.committed_height > anchor.height + 5
-    recommitted = net.commits[3][before:]
-    assert recommitted == net.commits[0][anchor.height : anchor.height + len(recommitted)]
+    assert len(net.commits[3]) > before
+    assert_consistent(net.commits)
+
+
+class NoTcPersistence(SafetyRules):
+    """The defect of an earlier version: the TC that led into a round is not kept."""
+
+    persist_timeout_certificate = False
+
+
+def _restart_all_in_a_timeout_round(rules: SafetyRules) -> tuple[Net, list[int]]:
+    """Run, take replica 3 down (the rounds it leads end by a TC), then crash every replica
+    at an instant when the live ones are in a round they entered through a TC, and restart
+    all four from what their drivers kept."""
+    net = Net([replica(i, rules=rules) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(300)
+    net.run(200, down=frozenset({3}))
+    for _ in range(5000):
+        net.run(1, down=frozenset({3}))
+        if all(r.round % 4 == 0 for r in net.replicas[:3]):
+            break
+    assert all(r.round % 4 == 0 for r in net.replicas[:3]), "never reached a TC round"
+    before = [len(c) for c in net.commits]
+    net.queue.clear()  # in flight when everything crashed
+    for i in range(4):
+        net.restart(i, rules)
+    net.run(3000)
+    return net, before
+
+
+def test_a_network_restarted_as_a_whole_in_a_tc_round_goes_on() -> None:
+    net, before = _restart_all_in_a_timeout_round(DIEMBFT_V4)
+    assert all(len(c) > b + 5 for c, b in zip(net.commits, before, strict=True))
+    assert_consistent(net.commits)
+
+
+def test_without_tc_persistence_a_restarted_network_hangs() -> None:
+    """Negative control: the defect this persistence fixes is real."""
+    net, before = _restart_all_in_a_timeout_round(NoTcPersistence())
+    assert [len(c) for c in net.commits] == before
+    assert sum(r.stats["unsafe-timeout"] for r in net.replicas) > 0
+
+
+def test_a_replica_away_beyond_the_pruning_horizon_jumps_by_state_sync() -> None:
+    net = Net([replica(i, keep_rounds=8) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(300)
+    net.run(3000, down=frozenset({3}))  # hundreds of rounds: its peers pruned what it lacks
+    away = len(net.commits[3])
+    assert min(r.committed_height for r in net.replicas[:3]) > net.replicas[3].round + 100
+    restarted = net.restart(3, keep_rounds=8)
+    net.run(600)
+    assert restarted.stats["state-sync"] >= 1
+    assert len(net.commits[3]) > away + 5
+    assert restarted.committed_height >= min(r.committed_height for r in net.replicas[:3]) - 3
+    assert_consistent(net.commits)
+    # ... and the network still makes progress without another replica.
+    heights = [r.committed_height for r in net.replicas]
+    net.run(600, down=frozenset({0}))
+    assert all(net.replicas[i].committed_height > heights[i] for i in (1, 2, 3))
+
+
+def test_forged_commit_proofs_are_refused() -> None:
+    net = Net([replica(i) for i in range(4)])
+    for i, r in enumerate(net.replicas):
+        net.apply(i, r.start(0))
+    net.run(300)
+    proof = net.replicas[0].tree.commit_proof
+    assert proof is not None
+    behind = replica(3)
+    bad_qc = QuorumCert(
+        proof.child_qc.round, proof.child_qc.block_id, proof.child_qc.signatures[:2]
+    )
+    for forged in (
+        CommitProof(proof.height, proof.block, proof.block, proof.child_qc),  # not a child
+        CommitProof(proof.height, proof.block, proof.child, bad_qc),  # too few signers
+    ):
+        assert behind.on_message(0, SyncResponse((), forged), 0) == []
+    assert behind.committed_height == 0 and behind.stats["state-sync"] == 0
+    assert behind.on_message(0, SyncResponse((), proof), 0) != []
+    assert behind.stats["state-sync"] == 1 and behind.tree.committed.id == proof.block.id
+
+
+def test_an_idle_leader_proposes_nothing_until_there_is_news() -> None:
+    news: list[bytes] = []
+
+    def source(parent: bytes, round_: int) -> bytes | None:
+        return news.pop() if news else None
+
+    replicas = [Replica(CONFIG, KEYS[i], None, valid, 0, propose=source) for i in range(4)]
+    net = Net(replicas)
+    for i, r in enumerate(replicas):
+        net.apply(i, r.start(0))
+    net.run(200)
+    assert all(len(c) == 0 for c in net.commits)  # nothing to commit: no blocks at all
+    assert all(r.stats["invalid-payload"] == 0 for r in replicas)
+    assert all(r.stats["proposals-deferred"] > 0 for r in replicas)
+    leader = replicas[replicas[0].leader_of(replicas[0].round)]
+    news.append(b"1 news")
+    net.apply(leader.index, leader.on_payload_ready(net.now))
+    net.run(200)
+    assert all(c.get(1) == b"1 news" for c in net.commits)  # committed everywhere
+    # Idle again: rounds end only by timeouts, whose durations double up to the maximum.
+    settled, start = replicas[0].round, net.now
+    while net.now < start + 120_000:
+        net.run(1)
+    assert replicas[0].round - settled <= 120_000 // CONFIG.max_timeout_ms + 5

@@ -87,11 +87,23 @@ def test_vote_rule_properties(
 def test_safety_state_round_trip_and_strictness() -> None:
     state = SafetyState(7, make_qc(CONFIG, 5, ID), 6)
     data = state.to_bytes()
+    assert data[0] == 2 and data[-1] == 0  # version 2, no TC
     assert SafetyState.from_bytes(data) == state
     assert state.highest_qc_round == 5
-    for bad in (data[:-1], data + b"\x00", b"\x02" + data[1:], b""):
+    for bad in (data[:-1], data + b"\x00", b"\x03" + data[1:], data[:-1] + b"\x02", b""):
         with pytest.raises(FormatError):
             SafetyState.from_bytes(bad)
+    # Version 1 (no TC) is still read, as a state without a TC.
+    assert SafetyState.from_bytes(b"\x01" + data[1:-1]) == state
+    with pytest.raises(FormatError):
+        SafetyState.from_bytes(b"\x01" + data[1:])
+
+
+def test_safety_state_keeps_the_highest_timeout_certificate() -> None:
+    qc = make_qc(CONFIG, 5, ID)
+    tc = make_tc(CONFIG, 6, {0: qc, 1: qc, 2: qc})
+    state = SafetyState(7, qc, 6, tc)
+    assert SafetyState.from_bytes(state.to_bytes()) == state
 
 
 @given(st.binary(max_size=300))
@@ -100,7 +112,8 @@ def test_safety_state_decoding_never_crashes(data: bytes) -> None:
         state = SafetyState.from_bytes(data)
     except FormatError:
         return
-    assert state.to_bytes() == data
+    if data[0] == 2:
+        assert state.to_bytes() == data
 
 
 def test_genesis_state_round_trip() -> None:
