@@ -24,6 +24,7 @@ from builder.archive import safe_extract
 from builder.image import cache_dir
 from builder.lockfile import LockedPackage, parse_cargo_lock, root_package
 from builder.recipe import SOURCE_LOCAL, Recipe
+from logserver.core import canonical_json
 from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError
 
 INDEX_URL = "https://index.crates.io/"
@@ -63,10 +64,7 @@ def index_cksum_from_entries(text: str, name: str, version: str) -> str:
     for line in text.splitlines():
         if not line.strip():
             continue
-        try:
-            entry = json.loads(line)
-        except ValueError as exc:
-            raise FormatError("crates.io index entry", str(exc)) from exc
+        entry = canonical_json.parse(line.encode(), "crates.io index entry")
         if not isinstance(entry, dict):
             raise FormatError("crates.io index entry", "not an object")
         if entry.get("name", "").lower() == name.lower() and entry.get("vers") == version:

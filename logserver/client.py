@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 
 import httpx
 
 from logserver.blobs import MAX_BLOB, check_name, upload_message
-from logserver.core import note, tiles
+from logserver.core import canonical_json, note, tiles
 from logserver.core.checkpoint import Checkpoint
 from logserver.core.errors import FormatError, OperationalError, RemoteError
 from logserver.core.proof import MAX_PROOF_FILE_BYTES, TlogProof
@@ -130,8 +129,8 @@ class LogClient:
 
     def _json(self, body: bytes, what: str) -> dict[str, object]:
         try:
-            value = json.loads(body)
-        except ValueError as e:
+            value = canonical_json.parse(body, what, max_bytes=MAX_ANSWER)
+        except FormatError as e:  # also nesting too deep to parse
             raise self._remote(f"{what} that is not JSON: {e}") from e
         if not isinstance(value, dict):
             raise self._remote(f"{what} that is not a JSON object")

@@ -13,7 +13,6 @@ answers with bytes that do not parse is a ``RemoteError`` (an OperationalError t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import httpx
 
 from builder.recipe import Recipe
 from logserver.client import LogClient
+from logserver.core import canonical_json
 from logserver.core.errors import FormatError, OperationalError, RemoteError
 from logserver.core.policy import Policy
 from logserver.protocol.entries import Close, Commit, DiffReport, Entry, Request, Reveal, Verdict
@@ -85,12 +85,16 @@ class BuilderClient:
         """Ask the builder to log a request for ``recipe``; return (job, index of the request)."""
         body = self._send("POST", "/request", recipe.to_json(), "requesting the build")
         try:
-            answer = json.loads(body)
-            return str(answer["job"]), int(answer["index"])
-        except (ValueError, KeyError, TypeError) as e:
+            answer = canonical_json.parse(body, "request answer", max_bytes=MAX_BUILDER_ANSWER)
+        except FormatError as e:
+            raise RemoteError(f"the builder at {self.builder_url}", str(e)) from e
+        job = answer.get("job") if isinstance(answer, dict) else None
+        index = answer.get("index") if isinstance(answer, dict) else None
+        if not isinstance(job, str) or not isinstance(index, int) or isinstance(index, bool):
             raise RemoteError(
-                f"the builder at {self.builder_url}", f"a malformed request answer: {e}"
-            ) from e
+                f"the builder at {self.builder_url}", "a request answer without job and index"
+            )
+        return job, index
 
 
 def logged_entries(log: LogClient, start: int, end: int) -> Iterator[LoggedEntry]:

@@ -10,19 +10,32 @@ from pathlib import Path
 import httpx
 
 from logserver.client import LogClient
-from logserver.core.errors import OperationalError, SynchronicityError
+from logserver.core import canonical_json
+from logserver.core.errors import FormatError, OperationalError, SynchronicityError
 from logserver.protocol.network import NetworkConfig
+
+MAX_STATUS = 1 << 20
 
 
 def _get(http: httpx.Client, url: str) -> dict[str, object] | None:
+    """A witness's ``/status``, or None when it cannot be had: unreachable, not 200, or not a
+    JSON object within the size and depth limits (``canonical_json.parse``)."""
+    body = bytearray()
     try:
-        r = http.get(url)
+        with http.stream("GET", url) as r:
+            if r.status_code != 200:
+                return None
+            for chunk in r.iter_bytes():
+                body += chunk
+                if len(body) > MAX_STATUS:
+                    return None
     except httpx.HTTPError:
         return None
-    if r.status_code != 200:
+    try:
+        value = canonical_json.parse(bytes(body), "a witness status", max_bytes=MAX_STATUS)
+    except FormatError:
         return None
-    body: dict[str, object] = r.json()
-    return body
+    return value if isinstance(value, dict) else None
 
 
 def status(args: argparse.Namespace) -> int:

@@ -14,6 +14,13 @@ UTF-8 output. ``decode`` is strict: it accepts an input only if it is exactly th
 encoding of the value it denotes, so duplicate keys, whitespace, wrong member order, needless
 escapes, ``-0``, exponents, floats, lone surrogates, invalid UTF-8, excessive nesting and
 oversized input all raise :class:`~logserver.core.errors.FormatError`.
+
+``parse`` is the one reader of JSON that is not canonical (a server's answer, a config file,
+an index line), with the same limits: the size is checked before parsing, nesting is bounded
+(Python's recursive parser raises ``RecursionError`` on deep input, which must never escape a
+request handler or kill a thread), duplicate keys and ``NaN``/``Infinity`` are refused.
+``decode`` is ``parse`` plus the canonical-form check. Every JSON that comes from the network
+goes through one of them.
 """
 
 from __future__ import annotations
@@ -134,6 +141,60 @@ def _reject_constant(text: str) -> float:
     raise FormatError(_WHAT, f"{text} is not JSON")
 
 
+def _check_depth(value: object, max_depth: int, what: str) -> None:
+    """Refuse ``value`` if a member lies deeper than ``max_depth`` (the top level is 1)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise FormatError(what, f"nesting deeper than {max_depth}")
+        if isinstance(item, dict):
+            stack.extend((member, depth + 1) for member in item.values())
+        elif isinstance(item, list):
+            stack.extend((member, depth + 1) for member in item)
+
+
+def _parse(data: bytes, what: str, max_bytes: int, max_depth: int, floats: bool) -> Any:
+    if len(data) > max_bytes:
+        raise FormatError(what, f"{len(data)} bytes exceeds the limit of {max_bytes}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(what, "not valid UTF-8") from exc
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_float=float if floats else _reject_float,
+            parse_constant=_reject_constant,
+        )
+    except FormatError as exc:  # from the hooks below, which do not know ``what``
+        raise FormatError(what, exc.reason) from exc
+    except json.JSONDecodeError as exc:
+        raise FormatError(what, f"not JSON: {exc.msg} at offset {exc.pos}") from exc
+    except ValueError as exc:  # e.g. an integer literal with thousands of digits
+        raise FormatError(what, str(exc)) from exc
+    except RecursionError as exc:  # the parser's own bound, far above max_depth
+        raise FormatError(what, f"nesting deeper than {max_depth}") from exc
+    _check_depth(value, max_depth, what)
+    return value
+
+
+def parse(
+    data: bytes,
+    what: str = "JSON",
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Any:
+    """Parse JSON that need not be canonical (floats allowed), within the limits.
+
+    Raises FormatError for more than ``max_bytes``, invalid UTF-8, anything that is not JSON,
+    duplicate keys, ``NaN``/``Infinity`` and nesting deeper than ``max_depth``.
+    """
+    return _parse(data, what, max_bytes, max_depth, floats=True)
+
+
 def decode(
     data: bytes,
     what: str = _WHAT,
@@ -145,28 +206,8 @@ def decode(
 
     Raises FormatError for anything else (see the module docstring).
     """
-    if len(data) > max_bytes:
-        raise FormatError(what, f"{len(data)} bytes exceeds the limit of {max_bytes}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(what, "not valid UTF-8") from exc
-    try:
-        value: JsonValue = json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_float=_reject_float,
-            parse_constant=_reject_constant,
-        )
-    except FormatError as exc:  # from the hooks below, which do not know ``what``
-        raise FormatError(what, exc.reason) from exc
-    except json.JSONDecodeError as exc:
-        raise FormatError(what, f"not JSON: {exc.msg} at offset {exc.pos}") from exc
-    except ValueError as exc:  # e.g. an integer literal with thousands of digits
-        raise FormatError(what, str(exc)) from exc
-    except RecursionError as exc:  # the parser's own bound, far above max_depth
-        raise FormatError(what, f"nesting deeper than {max_depth}") from exc
-    # Re-encoding enforces max_depth and every canonical-form rule.
+    value: JsonValue = _parse(data, what, max_bytes, max_depth, floats=False)
+    # Re-encoding enforces every canonical-form rule.
     if encode(value, what, max_depth=max_depth) != data:
         raise FormatError(what, "not in canonical form (RFC 8785)")
     return value
