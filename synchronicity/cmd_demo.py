@@ -15,6 +15,7 @@ from pathlib import Path
 from logserver.client import LogClient
 from logserver.core import note, proof
 from logserver.core.policy import Policy
+from synchronicity.keys import write_private_key
 from synchronicity.launcher import ServerProcess
 from witness.monitor import Monitor
 
@@ -31,8 +32,7 @@ def demo(args: argparse.Namespace) -> int:
     key = root / "log.key"
     if not key.exists():
         private, _ = note.generate_key(ORIGIN)
-        key.write_text(private + "\n")
-        key.chmod(0o600)
+        write_private_key(key, private)  # 0600 from the first byte
     signer = note.Signer.from_private_key(key.read_text().strip())
     _step(f"starting a log server for {ORIGIN} (data in {root / 'data'})")
     server = ServerProcess(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 from pathlib import Path
 
@@ -16,15 +15,10 @@ from logserver.protocol.network import (
     NetworkConfig,
     WitnessInfo,
 )
+from synchronicity.keys import write_private_key
 
 NETWORK_FILE = "network.json"
 POLICY_FILE = "policy"
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
 
 
 def init_network(
@@ -57,12 +51,12 @@ def init_network(
         raise UsageError(f"--witnesses must be 3f+1 (1, 4, 7, 10, ...), not {witnesses}")
     directory.mkdir(parents=True, exist_ok=True)
     log_private, log_vkey = note.generate_key(origin)
-    _write_private(directory / "log.key", log_private)
+    write_private_key(directory / "log.key", log_private)
     infos = []
     for i in range(1, witnesses + 1):
         name = f"witness-{i}.synchronicity.local"
         private, vkey = cosignature.generate_cosignature_key(name)
-        _write_private(directory / f"witness-{i}.key", private)
+        write_private_key(directory / f"witness-{i}.key", private)
         infos.append(WitnessInfo(name, vkey, f"http://{hosts[i]}:{ports[i]}"))
     config = NetworkConfig(
         network_id=f"synchronicity-{secrets.token_hex(8)}",
