@@ -22,6 +22,7 @@ from pathlib import Path
 import docker
 
 from builder.archive import safe_extract
+from builder.container import remove_leftover_containers
 from builder.image import (
     ImageConfig,
     Progress,
@@ -32,7 +33,7 @@ from builder.image import (
 )
 from builder.manifest import Manifest, collect_manifest
 from builder.recipe import ARTIFACT_KINDS, DEFAULT_TARGET, SOURCE_CRATES_IO, SOURCE_LOCAL, Recipe
-from builder.sandbox import SandboxJob, SandboxLimits, remove_leftover_containers, run_in_sandbox
+from builder.sandbox import SandboxJob, SandboxLimits, run_in_sandbox
 from builder.sources import CrateStore, prepare_sources
 from builder.toolchain import find_toolchain_dir, toolchain_identity
 from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError

@@ -1,23 +1,59 @@
 """The explain step: a report of how two builds' outputs differ.
 
-``diff_outputs(left, right)`` compares two artifact directories. With diffoscope installed
-(Debian package ``diffoscope-minimal``) it runs it with a time limit and a report-size limit;
-otherwise, or when diffoscope fails, it writes a built-in report: every file of either side
-with its size and SHA-256, marked same, different, or missing on one side, plus the offset of
-the first differing byte. ``builtin_report`` is the pure core.
+``diff_outputs(left, right)`` compares two artifact directories. The artifacts were made by
+untrusted builds, so diffoscope, which unpacks and parses them, never runs on the host: it runs
+in the diff image (``synchronicity-diff``, bootstrapped locally like the build image, see
+:mod:`builder.image`) in a container as locked down as a build's (:mod:`builder.container`):
+no network, read-only root and inputs, non-root, no capabilities, no-new-privileges, memory,
+PID, /tmp-size, report-size and time limits, always removed. When diffoscope hits a limit or
+fails, or cannot run at all, the report says so in a few lines and continues with the built-in
+comparison: every file of either side with its size and SHA-256, marked same, different, or
+missing on one side, plus the offset of the first differing byte (computed on the host by
+reading bytes, never by parsing them). ``builtin_report`` and ``diffoscope_command`` are the
+pure core.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
+
+from builder.container import ContainerLimits, ContainerRun, ContainerSpec, run_container
 from builder.fstree import file_sha256
+from builder.image import (
+    FIXED_EPOCH,
+    Progress,
+    diff_image_config,
+    docker_client,
+    ensure_build_image,
+    stderr_progress,
+)
+from logserver.core.errors import OperationalError
 
 DEFAULT_TIMEOUT_SECONDS = 300
 DEFAULT_MAX_REPORT_BYTES = 4 << 20
+LEFT_DIR = "/diff/left"
+RIGHT_DIR = "/diff/right"
+SCRATCH_DIR = "/tmp"  # noqa: S108 (a tmpfs inside the container)
+_STDERR_TAIL = 2000
+
+
+@dataclass(frozen=True)
+class DiffLimits:
+    """Bounds of one diffoscope run. ``wall_seconds`` is a hard deadline (the container is
+    killed); diffoscope's own ``--timeout`` (half of it) stops it recursing into archives."""
+
+    memory_bytes: int = 1 << 30
+    cpus: int = 1
+    pids: int = 64
+    tmp_bytes: int = 512 << 20
+    report_bytes: int = DEFAULT_MAX_REPORT_BYTES
+    log_bytes: int = 1 << 20
+    wall_seconds: int = DEFAULT_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -97,36 +133,137 @@ def _builtin(left: Path, right: Path) -> bytes:
     )
 
 
+def diffoscope_command(limits: DiffLimits) -> list[str]:
+    """diffoscope's command line in the diff container (text report on stdout)."""
+    return [
+        "diffoscope",
+        "--text",
+        "-",
+        "--no-progress",
+        "--exclude-directory-metadata=yes",
+        f"--max-text-report-size={limits.report_bytes}",
+        f"--timeout={max(1, limits.wall_seconds // 2)}",
+        LEFT_DIR,
+        RIGHT_DIR,
+    ]
+
+
+def _diff_spec(image: str, left: Path, right: Path, limits: DiffLimits) -> ContainerSpec:
+    return ContainerSpec(
+        image=image,
+        command=diffoscope_command(limits),
+        environment={
+            "PATH": "/usr/bin:/bin",
+            "HOME": SCRATCH_DIR,
+            "TMPDIR": SCRATCH_DIR,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "TZ": "UTC",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SOURCE_DATE_EPOCH": str(FIXED_EPOCH),
+        },
+        working_dir=SCRATCH_DIR,
+        binds=((LEFT_DIR, left), (RIGHT_DIR, right)),
+        tmpfs={SCRATCH_DIR: f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes},mode=1777"},
+        purpose="diff",
+        what="diff",
+    )
+
+
+def _stage(source: Path, destination: Path) -> None:
+    """Copy the regular files of ``source`` (never links) with modes any user may read."""
+    destination.mkdir(mode=0o755)
+    for path in sorted(source.rglob("*")):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            continue
+        target = destination / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(mode=0o755, exist_ok=True)
+        else:
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            target.chmod(0o644)
+
+
+def _limit_hit(run: ContainerRun, limits: DiffLimits) -> str | None:
+    """Why diffoscope did not finish with a report, or None if it did."""
+    stderr = run.stderr.decode("utf-8", errors="replace")
+    if run.timed_out:
+        return f"stopped at the {limits.wall_seconds} s time limit"
+    if run.oom_killed or run.exit_code == 137:
+        return f"killed at the {limits.memory_bytes} byte memory limit"
+    if run.overflow == "stderr":
+        return f"stopped for writing more than {limits.log_bytes} bytes of errors"
+    if "No space left on device" in stderr or "os error 28" in stderr:
+        return f"filled its {limits.tmp_bytes} byte scratch space (/tmp)"
+    if "Resource temporarily unavailable" in stderr:
+        return f"hit the {limits.pids} process limit"
+    if run.exit_code not in (0, 1) and run.overflow is None:
+        return f"exited with status {run.exit_code}"
+    return None
+
+
+def _contained_diffoscope(
+    left: Path,
+    right: Path,
+    limits: DiffLimits,
+    client: docker.DockerClient | None,
+    progress: Progress,
+) -> bytes:
+    client = client or docker_client()
+    image = ensure_build_image(client, diff_image_config(), progress=progress)
+    with tempfile.TemporaryDirectory(prefix="synchronicity-diff-") as tmp:
+        staged_left, staged_right = Path(tmp) / "left", Path(tmp) / "right"
+        _stage(left, staged_left)
+        _stage(right, staged_right)
+        report_path = Path(tmp) / "report"
+        bounds = ContainerLimits(
+            memory_bytes=limits.memory_bytes,
+            cpus=limits.cpus,
+            pids=limits.pids,
+            stdout_bytes=limits.report_bytes,
+            stderr_bytes=limits.log_bytes,
+            wall_seconds=limits.wall_seconds,
+        )
+        with report_path.open("wb") as report:
+            run = run_container(
+                client, _diff_spec(image.tag, staged_left, staged_right, limits), bounds, report
+            )
+        header = (
+            f"diffoscope report, run in a sandbox ({image.tag}, "
+            f"root file system sha256 {image.rootfs_sha256})\n\n"
+        ).encode()
+        why = _limit_hit(run, limits)
+        if why is not None:
+            tail = run.stderr[-_STDERR_TAIL:].decode("utf-8", errors="replace")
+            note = f"diffoscope did not finish: {why}.\n"
+            if tail.strip():
+                note += f"--- end of diffoscope's errors ---\n{tail}\n"
+            return header + note.encode() + b"\n" + _builtin(left, right)
+        body = report_path.read_bytes()
+        if run.overflow == "stdout":
+            cut = f"\n[report cut at the {limits.report_bytes} byte limit]\n".encode()
+            return header + body[: limits.report_bytes - len(header) - len(cut)] + cut
+        return header + body
+
+
 def diff_outputs(
     left: Path,
     right: Path,
     *,
     use_diffoscope: bool = True,
-    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
-    max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES,
+    limits: DiffLimits | None = None,
+    client: docker.DockerClient | None = None,
+    progress: Progress = stderr_progress,
 ) -> bytes:
-    """Report how the artifact directories ``left`` and ``right`` differ."""
-    diffoscope = shutil.which("diffoscope") if use_diffoscope else None
-    if diffoscope is not None:
-        command = [
-            diffoscope,
-            "--text",
-            "-",
-            "--no-progress",
-            "--exclude-directory-metadata=yes",
-            f"--max-report-size={max_report_bytes}",
-            f"--timeout={timeout_seconds}",
-            str(left),
-            str(right),
-        ]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, check=False, timeout=timeout_seconds + 30
-            )
-        except subprocess.TimeoutExpired:
-            done = None
-        # diffoscope exits 0 when equal and 1 when it found differences.
-        if done is not None and done.returncode in (0, 1):
-            header = b"diffoscope report\n\n"
-            return (header + done.stdout)[:max_report_bytes]
-    return _builtin(left, right)[:max_report_bytes]
+    """Report how the artifact directories ``left`` and ``right`` differ (at most
+    ``limits.report_bytes`` bytes). diffoscope runs only in the diff sandbox."""
+    limits = limits or DiffLimits()
+    if not use_diffoscope:
+        return _builtin(left, right)[: limits.report_bytes]
+    try:
+        report = _contained_diffoscope(left, right, limits, client, progress)
+    except OperationalError as exc:
+        note = f"diffoscope could not run in its sandbox: {exc}\n\n".encode()
+        report = note + _builtin(left, right)
+    return report[: limits.report_bytes]

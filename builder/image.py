@@ -1,16 +1,25 @@
-"""The build image: a minimal Debian root file system made with debootstrap, imported into Docker.
+"""The build and diff images: minimal Debian root file systems made with debootstrap, imported.
 
-Images are never pulled. ``ensure_build_image`` bootstraps the image once per machine and
-afterwards finds it at once by its labels. The image is identified by ``rootfs_sha256``, the
+Images are never pulled. ``ensure_build_image`` bootstraps an image once per machine and
+afterwards finds it at once by its labels. An image is identified by ``rootfs_sha256``, the
 ``builder.fstree`` digest of the cleaned root file system (volatile files such as logs,
 caches, machine ids and the host's resolver configuration removed). Its tag is
-``synchronicity-build:<rootfs_sha256[:16]>``. Bootstrapping needs root and the ``debootstrap``
-Debian package.
+``<repository>:<rootfs_sha256[:16]>``: ``synchronicity-build`` for the build image (the
+recipe pins its digest), ``synchronicity-diff`` for the image that runs diffoscope.
+
+Bootstrapping is ``debootstrap --variant=minbase`` followed by ``apt-get install`` of the
+image's packages in a chroot. The exact Debian package versions are pinned by a lock in
+``builder/images/<name>.lock`` (``name=version`` lines, the ``dpkg`` status of the finished
+image): every locked version is installed explicitly and the finished image must list exactly
+the lock, else bootstrapping fails naming the differences. ``update_lock`` rewrites a lock from
+the archive of the day. The lock is also written into the image
+(``etc/synchronicity/debian-packages.lock``). Bootstrapping needs root and ``debootstrap``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -28,12 +37,21 @@ import docker
 import docker.errors
 
 from builder import fstree
+from builder.debian import (
+    BUILD_PACKAGES,
+    DIFF_PACKAGES,
+    installed_packages,
+    lock_differences,
+    lock_text,
+    parse_lock,
+)
 from logserver.core import canonical_json
 from logserver.core.errors import OperationalError
 
 Progress = Callable[[str], None]
 
 IMAGE_REPOSITORY = "synchronicity-build"
+DIFF_REPOSITORY = "synchronicity-diff"
 LABEL_ROOTFS = "synchronicity.rootfs-sha256"
 LABEL_CONFIG = "synchronicity.image-config"
 # Every file of the image carries this modification time (1980-01-01T00:00:00Z); the sandbox
@@ -79,24 +97,55 @@ _REMOVED_FILES = (
 )
 
 
+LOCK_DIR = Path(__file__).resolve().parent / "images"
+IMAGE_LOCK_PATH = "etc/synchronicity/debian-packages.lock"
+
+
 @dataclass(frozen=True)
 class ImageConfig:
-    """What to bootstrap. Its ``key`` labels the image so a later call can find it."""
+    """What to bootstrap. Its ``key`` labels the image so a later call can find it.
+
+    ``lock`` is the text of the package lock (``parse_lock``); None installs the newest
+    versions of the archive. ``repository`` names the image, it is not part of the key.
+    """
 
     suite: str = "bookworm"
     variant: str = "minbase"
     packages: tuple[str, ...] = ("gcc", "libc6-dev")
     mirror: str = "http://deb.debian.org/debian"
+    repository: str = IMAGE_REPOSITORY
+    lock: str | None = None
 
     @property
     def key(self) -> str:
-        value = {
+        value: dict[str, object] = {
             "mirror": self.mirror,
             "packages": sorted(self.packages),
             "suite": self.suite,
             "variant": self.variant,
         }
+        if self.lock is not None:
+            value["lock_sha256"] = hashlib.sha256(self.lock.encode()).hexdigest()
         return hashlib.sha256(canonical_json.encode(value)).hexdigest()
+
+
+def lock_path(name: str) -> Path:
+    return LOCK_DIR / f"{name}.lock"
+
+
+def _read_lock(name: str) -> str | None:
+    path = lock_path(name)
+    return path.read_text() if path.exists() else None
+
+
+def build_image_config() -> ImageConfig:
+    """The build image: ``BUILD_PACKAGES`` at the versions of ``builder/images/build.lock``."""
+    return ImageConfig(packages=BUILD_PACKAGES, lock=_read_lock("build"))
+
+
+def diff_image_config() -> ImageConfig:
+    """The diff image: ``DIFF_PACKAGES`` at the versions of ``builder/images/diff.lock``."""
+    return ImageConfig(packages=DIFF_PACKAGES, repository=DIFF_REPOSITORY, lock=_read_lock("diff"))
 
 
 @dataclass(frozen=True)
@@ -129,8 +178,8 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
-def image_tag(rootfs_sha256: str) -> str:
-    return f"{IMAGE_REPOSITORY}:{rootfs_sha256[:16]}"
+def image_tag(rootfs_sha256: str, repository: str = IMAGE_REPOSITORY) -> str:
+    return f"{repository}:{rootfs_sha256[:16]}"
 
 
 def find_build_image(
@@ -139,7 +188,11 @@ def find_build_image(
     rootfs_sha256: str | None = None,
     config: ImageConfig | None = None,
 ) -> BuildImage | None:
-    """Find an imported build image by root file system digest and/or configuration."""
+    """Find an imported image by root file system digest and/or configuration.
+
+    Without a ``config`` only build images (``synchronicity-build``) are considered.
+    """
+    repository = config.repository if config is not None else IMAGE_REPOSITORY
     filters = [f"{LABEL_ROOTFS}={rootfs_sha256}" if rootfs_sha256 else LABEL_ROOTFS]
     if config is not None:
         filters.append(f"{LABEL_CONFIG}={config.key}")
@@ -149,8 +202,9 @@ def find_build_image(
         raise OperationalError(f"cannot list Docker images: {exc}") from exc
     for image in sorted(images, key=lambda image: str(image.id)):
         digest = image.labels.get(LABEL_ROOTFS, "")
-        if image_tag(digest) in image.tags:
-            return BuildImage(tag=image_tag(digest), rootfs_sha256=digest, image_id=str(image.id))
+        tag = image_tag(digest, repository)
+        if tag in image.tags:
+            return BuildImage(tag=tag, rootfs_sha256=digest, image_id=str(image.id))
     return None
 
 
@@ -177,9 +231,9 @@ def ensure_build_image(
     progress: Progress = stderr_progress,
     work_dir: Path | None = None,
 ) -> BuildImage:
-    """Return the build image for ``config``, bootstrapping and importing it if absent."""
+    """Return the image for ``config`` (default: the build image), bootstrapping it if absent."""
     client = client or docker_client()
-    config = config or ImageConfig()
+    config = config or build_image_config()
     found = find_build_image(client, config=config)
     if found is not None:
         return found
@@ -187,22 +241,177 @@ def ensure_build_image(
         found = find_build_image(client, config=config)
         if found is not None:
             return found
-        with tempfile.TemporaryDirectory(prefix="synchronicity-image-", dir=work_dir) as tmp:
-            root = Path(tmp) / "rootfs"
-            started = time.monotonic()
-            bootstrap_rootfs(config, root, progress)
-            progress(f"debootstrap done in {time.monotonic() - started:.1f}s")
-            clean_rootfs(root)
-            digest = fstree.tree_digest(root)
-            progress(f"root file system sha256 {digest}")
-            tar_path = Path(tmp) / "rootfs.tar"
-            write_rootfs_tar(root, tar_path)
-            progress(f"rootfs tar {tar_path.stat().st_size // (1 << 20)} MiB; importing")
-            return _import(client, tar_path, digest, config)
+        return _bootstrap_and_import(client, config, progress, work_dir)
+
+
+def update_lock(
+    name: str,
+    config: ImageConfig,
+    client: docker.DockerClient | None = None,
+    *,
+    progress: Progress = stderr_progress,
+    work_dir: Path | None = None,
+) -> BuildImage:
+    """Bootstrap ``config`` unpinned, write its package listing to ``builder/images/<name>.lock``.
+
+    The image is imported under the configuration that the new lock gives, so that
+    ``ensure_build_image`` finds it at once afterwards.
+    """
+    client = client or docker_client()
+    unpinned = dataclasses.replace(config, lock=None)
+    with _machine_lock(cache_dir() / "build-image.lock"):
+        return _bootstrap_and_import(client, unpinned, progress, work_dir, write_lock=name)
+
+
+def _bootstrap_and_import(
+    client: docker.DockerClient,
+    config: ImageConfig,
+    progress: Progress,
+    work_dir: Path | None,
+    *,
+    write_lock: str | None = None,
+) -> BuildImage:
+    with tempfile.TemporaryDirectory(prefix="synchronicity-image-", dir=work_dir) as tmp:
+        root = Path(tmp) / "rootfs"
+        started = time.monotonic()
+        lock = install_rootfs(config, root, progress)
+        progress(f"bootstrap done in {time.monotonic() - started:.1f}s")
+        if write_lock is not None:
+            LOCK_DIR.mkdir(parents=True, exist_ok=True)
+            _write_atomically(lock_path(write_lock), lock)
+            progress(f"wrote {lock_path(write_lock)}")
+            config = dataclasses.replace(config, lock=lock)
+        clean_rootfs(root)
+        digest = fstree.tree_digest(root)
+        progress(f"root file system sha256 {digest}")
+        tar_path = Path(tmp) / "rootfs.tar"
+        write_rootfs_tar(root, tar_path)
+        progress(f"rootfs tar {tar_path.stat().st_size // (1 << 20)} MiB; importing")
+        return _import(client, tar_path, digest, config)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    with temporary.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _chroot_env() -> dict[str, str]:
+    return {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "LC_ALL": "C.UTF-8",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "SOURCE_DATE_EPOCH": str(FIXED_EPOCH),
+    }
+
+
+def _run_logged(command: list[str], progress: Progress, what: str, env: dict[str, str]) -> None:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    ) as process:
+        assert process.stdout is not None
+        tail: list[str] = []
+        for line in process.stdout:
+            tail = [*tail[-19:], line.rstrip()]
+            progress(line.rstrip())
+        status = process.wait()
+    if status != 0:
+        raise OperationalError(f"{what} failed with status {status}:\n" + "\n".join(tail))
+
+
+@contextlib.contextmanager
+def _proc_mounted(root: Path) -> Iterator[None]:
+    """/proc inside the chroot for package scripts; lazily unmounted so removal is safe."""
+    proc = root / "proc"
+    done = subprocess.run(
+        ["mount", "-t", "proc", "proc", str(proc)], check=False, capture_output=True
+    )
+    if done.returncode != 0:
+        raise OperationalError(f"cannot mount /proc in {root}: {done.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(proc)], check=False)
+
+
+def install_rootfs(config: ImageConfig, root: Path, progress: Progress) -> str:
+    """debootstrap minbase, then ``apt-get install`` the packages (pinned by the lock) in a chroot.
+
+    Returns the lock text of what is installed; with ``config.lock`` it equals that lock, or
+    OperationalError names the packages that differ.
+    """
+    if shutil.which("debootstrap") is None:
+        raise OperationalError("debootstrap is not installed (apt-get install -y debootstrap)")
+    pins = parse_lock(config.lock) if config.lock is not None else None
+    if pins is not None:
+        missing = sorted(set(config.packages) - set(pins))
+        if missing:
+            raise OperationalError(
+                f"the {config.repository} lock does not pin {', '.join(missing)}: "
+                "run `synchronicity image bootstrap --update-lock`"
+            )
+    env = dict(_chroot_env(), PATH=os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+    command = ["debootstrap", f"--variant={config.variant}", config.suite, str(root), config.mirror]
+    progress("running " + " ".join(command))
+    _run_logged(command, progress, "debootstrap", env)
+    wanted = [f"{n}={v}" for n, v in pins.items()] if pins else sorted(config.packages)
+    chroot = ["chroot", str(root)]
+    with _proc_mounted(root):
+        _run_logged(chroot + ["apt-get", "update"], progress, "apt-get update", _chroot_env())
+        install = ["apt-get", "install", "--yes", "--no-install-recommends", "--allow-downgrades"]
+        progress(f"installing {len(wanted)} packages")
+        try:
+            _run_logged(chroot + install + wanted, progress, "apt-get install", _chroot_env())
+        except OperationalError as exc:
+            if pins is None:
+                raise
+            raise OperationalError(
+                f"cannot install the locked Debian packages of the {config.repository} image "
+                "(the archive may have moved on: share the image tar of your network, or run "
+                f"`synchronicity image bootstrap --update-lock`): {exc}"
+            ) from exc
+        _run_logged(chroot + ["apt-get", "clean"], progress, "apt-get clean", _chroot_env())
+    # apt's record of which packages were installed only as dependencies: not needed, and it
+    # differs between an install by name and an install of every locked version.
+    (root / "var/lib/apt/extended_states").unlink(missing_ok=True)
+    installed = installed_packages((root / "var/lib/dpkg/status").read_text())
+    architecture = subprocess.run(
+        chroot + ["dpkg", "--print-architecture"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_chroot_env(),
+    ).stdout.strip()
+    text = lock_text(
+        config.repository,
+        installed,
+        suite=config.suite,
+        variant=config.variant,
+        architecture=architecture,
+        packages=config.packages,
+    )
+    if pins is not None:
+        differences = lock_differences(pins, installed)
+        if differences:
+            raise OperationalError(
+                f"the {config.repository} image does not match its lock:\n" + "\n".join(differences)
+            )
+        text = config.lock or text
+    (root / IMAGE_LOCK_PATH).parent.mkdir(parents=True, exist_ok=True)
+    (root / IMAGE_LOCK_PATH).write_text(text)
+    return text
 
 
 def bootstrap_rootfs(config: ImageConfig, root: Path, progress: Progress) -> None:
-    """Run debootstrap into ``root`` (needs root privileges and the debootstrap package)."""
+    """Run ``debootstrap --include=<packages>`` into ``root`` (root privileges, debootstrap).
+
+    The node image's base (``deploy.image``) is made this way; the build and diff images
+    with ``install_rootfs``.
+    """
     if shutil.which("debootstrap") is None:
         raise OperationalError("debootstrap is not installed (apt-get install -y debootstrap)")
     command = [
@@ -289,15 +498,15 @@ def import_rootfs(
 def _import(
     client: docker.DockerClient, tar_path: Path, digest: str, config: ImageConfig
 ) -> BuildImage:
-    tag = image_tag(digest)
+    tag = image_tag(digest, config.repository)
     changes = [
         f"LABEL {LABEL_ROOTFS}={digest}",
         f"LABEL {LABEL_CONFIG}={config.key}",
         f"LABEL synchronicity.suite={config.suite}",
         f"LABEL synchronicity.packages={','.join(sorted(config.packages))}",
     ]
-    import_rootfs(client, tar_path, tag, changes, "build image")
+    import_rootfs(client, tar_path, tag, changes, f"{config.repository} image")
     found = find_build_image(client, rootfs_sha256=digest, config=config)
     if found is None:
-        raise OperationalError(f"imported build image {tag} not found afterwards")
+        raise OperationalError(f"imported image {tag} not found afterwards")
     return found

@@ -1,40 +1,36 @@
 """Running one build in a locked-down Docker container (the Docker I/O edge).
 
-The container is created (never ``run``: nothing is ever pulled), started, streamed and always
-removed. It has no network, a read-only root, the sources, vendored dependencies and toolchain
-mounted read-only, size-bounded tmpfs mounts for the target directory and /tmp, a non-root
-user, no capabilities, no-new-privileges, and memory, CPU, PID, log-size, artifact-size and
-wall-clock limits. The build's own output goes to stderr (the log); stdout carries only the
-tar of the top-level files of the profile directory, written by the container's shell after a
-successful build (tmpfs contents cannot be copied out with ``get_archive``).
-``spec/builds.md`` states the contract; ``sandbox_command`` and ``sandbox_environment`` are
-its pure part.
+The container (:mod:`builder.container`: created, never ``run``, so nothing is ever pulled;
+started, streamed and always removed) has no network, a read-only root, the sources, vendored
+dependencies and toolchain mounted read-only, size-bounded tmpfs mounts for the target
+directory and /tmp, a non-root user, no capabilities, no-new-privileges, and memory, CPU, PID,
+log-size, artifact-size and wall-clock limits. The build's own output goes to stderr (the
+log); stdout carries only the tar of the top-level files of the profile directory, written by
+the container's shell after a successful build (tmpfs contents cannot be copied out with
+``get_archive``). ``spec/builds.md`` states the contract; ``sandbox_command`` and
+``sandbox_environment`` are its pure part.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import socket
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import docker
-import docker.errors
-from docker.models.containers import Container
 
 from builder.archive import ExtractLimits, safe_extract
+from builder.container import (
+    OVERFLOW_STDERR,
+    OVERFLOW_STDOUT,
+    ContainerLimits,
+    ContainerSpec,
+    run_container,
+)
 from builder.image import FIXED_EPOCH
 from builder.sources import SANDBOX_DEPS_DIR
-from logserver.core.errors import OperationalError
 
-LABEL_BUILD = "synchronicity.build"
-LABEL_OWNER = "synchronicity.owner"
-SANDBOX_USER = "1000:1000"
 TOOLCHAIN_DIR = "/opt/rust"
 SRC_DIR = "/build/src"
 TARGET_DIR = "/build/target"
@@ -173,121 +169,25 @@ def sandbox_command(job: SandboxJob) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-def _owner_label() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def remove_leftover_containers(client: docker.DockerClient) -> int:
-    """Remove build containers left by processes of this host that no longer exist.
-
-    Other processes build at the same time and remove their own containers when done, so the
-    listing uses the low-level API (one request, no per-container inspection that could race
-    with such a removal) and a container that is already gone is simply skipped.
-    """
-    removed = 0
-    try:
-        containers = client.api.containers(all=True, filters={"label": LABEL_BUILD})
-    except docker.errors.DockerException as exc:
-        raise OperationalError(f"cannot list containers: {exc}") from exc
-    for container in containers:
-        labels = container.get("Labels") or {}
-        host, _, pid = str(labels.get(LABEL_OWNER, "")).partition(":")
-        if host == socket.gethostname() and pid.isdigit() and _process_alive(int(pid)):
-            continue
-        try:
-            client.api.remove_container(container["Id"], force=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # 409: its removal is already in progress
-                raise OperationalError(f"cannot remove container: {exc}") from exc
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class _Streamer(threading.Thread):
-    """Drains the container's attach stream: stderr into a bounded log, stdout into a file."""
-
-    def __init__(self, stream: Any, limits: SandboxLimits, artifacts: IO[bytes]) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.limits = limits
-        self.artifacts = artifacts
-        self.log = bytearray()
-        self.artifact_size = 0
-        self.overflow: str | None = None
-        self.error: BaseException | None = None
-        self.finished = threading.Event()
-
-    def run(self) -> None:
-        try:
-            for stdout, stderr in self.stream:
-                if stderr:
-                    self.log += stderr
-                    if len(self.log) > self.limits.log_bytes:
-                        self.overflow = REASON_LOG_LIMIT
-                        return
-                if stdout:
-                    self.artifact_size += len(stdout)
-                    if self.artifact_size > self.limits.artifact_bytes:
-                        self.overflow = REASON_ARTIFACT_LIMIT
-                        return
-                    self.artifacts.write(stdout)
-        except (docker.errors.DockerException, OSError) as exc:
-            self.error = exc
-        finally:
-            self.finished.set()
-
-
-def _create(client: docker.DockerClient, job: SandboxJob, limits: SandboxLimits) -> Container:
-    mounts = [
-        docker.types.Mount(TOOLCHAIN_DIR, str(job.toolchain_dir), type="bind", read_only=True),
-        docker.types.Mount(SRC_DIR, str(job.src_dir), type="bind", read_only=True),
-        docker.types.Mount(SANDBOX_DEPS_DIR, str(job.deps_dir), type="bind", read_only=True),
-    ]
-    tmpfs = {
-        TARGET_DIR: f"rw,exec,nosuid,nodev,size={limits.target_bytes},uid=1000,gid=1000,mode=0755",
-        SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
-    }
-    try:
-        return client.containers.create(
-            job.image,
-            sandbox_command(job),
-            use_config_proxy=False,
-            detach=True,
-            network_mode="none",
-            read_only=True,
-            mounts=mounts,
-            tmpfs=tmpfs,
-            user=SANDBOX_USER,
-            working_dir=SRC_DIR,
-            environment=sandbox_environment(job),
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            mem_limit=limits.memory_bytes,
-            memswap_limit=limits.memory_bytes,
-            nano_cpus=limits.cpus * 1_000_000_000,
-            pids_limit=limits.pids,
-            shm_size=16 << 20,
-            ipc_mode="private",
-            labels={LABEL_BUILD: job.job_id, LABEL_OWNER: _owner_label()},
-            stdin_open=False,
-            tty=False,
-        )
-    except docker.errors.ImageNotFound as exc:
-        raise OperationalError(f"build image {job.image} is not present: {exc}") from exc
-    except docker.errors.DockerException as exc:
-        raise OperationalError(f"cannot create the build container: {exc}") from exc
+def _spec(job: SandboxJob, limits: SandboxLimits) -> ContainerSpec:
+    return ContainerSpec(
+        image=job.image,
+        command=sandbox_command(job),
+        environment=sandbox_environment(job),
+        working_dir=SRC_DIR,
+        binds=(
+            (TOOLCHAIN_DIR, job.toolchain_dir),
+            (SRC_DIR, job.src_dir),
+            (SANDBOX_DEPS_DIR, job.deps_dir),
+        ),
+        tmpfs={
+            TARGET_DIR: (
+                f"rw,exec,nosuid,nodev,size={limits.target_bytes},uid=1000,gid=1000,mode=0755"
+            ),
+            SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
+        },
+        purpose=job.job_id,
+    )
 
 
 def _classify(log: bytes, exit_code: int | None, oom_killed: bool) -> str:
@@ -314,46 +214,38 @@ def run_in_sandbox(
     limits = limits or SandboxLimits()
     out_dir.mkdir(parents=True, exist_ok=True)
     spool_path = out_dir / "artifacts.tar"
-    started = time.monotonic()
-    container = _create(client, job, limits)
+    bounds = ContainerLimits(
+        memory_bytes=limits.memory_bytes,
+        cpus=limits.cpus,
+        pids=limits.pids,
+        stdout_bytes=limits.artifact_bytes,
+        stderr_bytes=limits.log_bytes,
+        wall_seconds=limits.wall_seconds,
+    )
     try:
         with spool_path.open("wb") as spool:
-            stream = client.api.attach(
-                str(container.id), stdout=True, stderr=True, stream=True, logs=True, demux=True
-            )
-            streamer = _Streamer(stream, limits, spool)
-            exit_code: int | None = None
-            reason: str | None = None
-            try:
-                container.start()
-                streamer.start()
-                finished = streamer.finished.wait(timeout=limits.wall_seconds)
-                if not finished or streamer.overflow is not None:
-                    reason = streamer.overflow or REASON_TIMEOUT
-                    _kill(container)
-                    streamer.finished.wait(timeout=30)
-                else:
-                    exit_code = _wait_exit(container)
-            finally:
-                _close_stream(stream)
-        if streamer.error is not None and reason is None:
-            raise OperationalError(f"lost the build container's output: {streamer.error}")
-        seconds = time.monotonic() - started
-        oom_killed = _oom_killed(container)
-        log = bytes(streamer.log[: limits.log_bytes])
-        if reason is None and exit_code != 0:
-            reason = _classify(log, exit_code, oom_killed)
+            run = run_container(client, _spec(job, limits), bounds, spool)
+        log = run.stderr
+        reason: str | None = None
+        if run.timed_out:
+            reason = REASON_TIMEOUT
+        elif run.overflow == OVERFLOW_STDERR:
+            reason = REASON_LOG_LIMIT
+        elif run.overflow == OVERFLOW_STDOUT:
+            reason = REASON_ARTIFACT_LIMIT
+        elif run.exit_code != 0:
+            reason = _classify(log, run.exit_code, run.oom_killed)
         if reason is not None:
             return SandboxResult(
                 ok=False,
-                exit_code=exit_code,
+                exit_code=run.exit_code,
                 reason=reason,
-                detail=_describe(reason, exit_code, limits, log),
+                detail=_describe(reason, run.exit_code, limits, log),
                 log=log,
                 artifacts_dir=None,
-                seconds=seconds,
+                seconds=run.seconds,
                 log_truncated=reason == REASON_LOG_LIMIT,
-                oom_killed=oom_killed,
+                oom_killed=run.oom_killed,
             )
         artifacts_dir = out_dir / "artifacts"
         artifacts_dir.mkdir()
@@ -372,11 +264,10 @@ def run_in_sandbox(
             detail="build succeeded",
             log=log,
             artifacts_dir=artifacts_dir,
-            seconds=seconds,
+            seconds=run.seconds,
         )
     finally:
         spool_path.unlink(missing_ok=True)
-        _remove(container)
 
 
 def _describe(reason: str, exit_code: int | None, limits: SandboxLimits, log: bytes) -> str:
@@ -391,41 +282,3 @@ def _describe(reason: str, exit_code: int | None, limits: SandboxLimits, log: by
         REASON_EXIT: f"build exited with status {exit_code}",
     }[reason]
     return f"{headline}\n--- end of build log ---\n{tail}"
-
-
-def _close_stream(stream: Any) -> None:
-    """Close an attach stream and its HTTP response (docker-py leaves the socket open)."""
-    stream.close()
-    response = getattr(stream, "_response", None)
-    if response is not None:
-        response.close()
-
-
-def _wait_exit(container: Container) -> int:
-    try:
-        result = container.wait(timeout=60)
-    except (docker.errors.DockerException, OSError) as exc:
-        raise OperationalError(f"waiting for the build container failed: {exc}") from exc
-    return int(result.get("StatusCode", -1))
-
-
-def _oom_killed(container: Container) -> bool:
-    try:
-        container.reload()
-    except docker.errors.DockerException:
-        return False
-    return bool(container.attrs.get("State", {}).get("OOMKilled", False))
-
-
-def _kill(container: Container) -> None:
-    with contextlib.suppress(docker.errors.APIError):  # already stopped
-        container.kill()
-
-
-def _remove(container: Container) -> None:
-    try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    except docker.errors.DockerException as exc:
-        raise OperationalError(f"cannot remove build container {container.id}: {exc}") from exc

@@ -152,7 +152,14 @@ def _build(commands: Commands) -> None:
     img = commands.add_parser("image", help="the build image").add_subparsers(
         dest="image_command", required=True, metavar="SUBCOMMAND"
     )
-    ib = img.add_parser("bootstrap", help="debootstrap and import the build image if needed")
+    ib = img.add_parser(
+        "bootstrap", help="debootstrap and import the build and diff images if needed"
+    )
+    ib.add_argument(
+        "--update-lock",
+        action="store_true",
+        help="install the newest Debian packages and rewrite builder/images/*.lock",
+    )
     ib.set_defaults(func=_lazy("synchronicity.cmd_build", "bootstrap"))
 
     rb = commands.add_parser(

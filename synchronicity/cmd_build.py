@@ -7,7 +7,12 @@ from pathlib import Path
 
 from builder import recipe as recipes
 from builder.build import build_crate
-from builder.image import ensure_build_image
+from builder.image import (
+    build_image_config,
+    diff_image_config,
+    ensure_build_image,
+    update_lock,
+)
 
 
 def build(args: argparse.Namespace) -> int:
@@ -29,6 +34,8 @@ def build(args: argparse.Namespace) -> int:
 
 
 def bootstrap(args: argparse.Namespace) -> int:
-    image = ensure_build_image()
-    print(f"build image {image.tag} (root file system sha256 {image.rootfs_sha256})")
+    for name, config in (("build", build_image_config()), ("diff", diff_image_config())):
+        update = args.update_lock
+        image = update_lock(name, config) if update else ensure_build_image(config=config)
+        print(f"{name} image {image.tag} (root file system sha256 {image.rootfs_sha256})")
     return 0

@@ -7,8 +7,11 @@ toolchain 1.95.0 from rustup, and, where marked ``network``, crates.io.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +19,17 @@ import docker
 import pytest
 
 from builder.build import build_crate, resolve_recipe
-from builder.diff import diff_outputs
-from builder.image import LABEL_ROOTFS, docker_client, ensure_build_image, image_tag
+from builder.container import LABEL_BUILD
+from builder.diff import DiffLimits, diff_outputs
+from builder.image import (
+    LABEL_ROOTFS,
+    diff_image_config,
+    docker_client,
+    ensure_build_image,
+    image_tag,
+)
 from builder.recipe import Recipe
-from builder.sandbox import LABEL_BUILD, SandboxLimits
+from builder.sandbox import SandboxLimits
 from builder.sources import CrateStore
 from builder.toolchain import find_toolchain_dir, toolchain_identity
 from logserver.core.errors import VerificationError
@@ -120,8 +130,19 @@ def test_bin_fixture_with_a_crates_io_dependency_is_reproducible(
     assert _no_build_containers(client)
 
 
-def test_unreproducible_fixture_differs_and_is_explained(
-    client: docker.DockerClient, tmp_path: Path
+def _fake_host_diffoscope(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a ``diffoscope`` first on PATH that only records that it ran; return its marker."""
+    marker = tmp_path / "host-diffoscope-ran"
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "diffoscope").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (fake / "diffoscope").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    return marker
+
+
+def test_unreproducible_fixture_differs_and_is_explained_in_a_sandbox(
+    client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     crate = pack_fixture("unrepro", tmp_path)
     recipe = resolve_recipe(crate, client=client, progress=_quiet)
@@ -129,13 +150,73 @@ def test_unreproducible_fixture_differs_and_is_explained(
     second = build_crate(recipe, tmp_path / "two", limits=LIMITS, client=client, progress=_quiet)
     assert first.ok and second.ok
     assert first.output_digest != second.output_digest
-    report = diff_outputs(tmp_path / "one" / "artifacts", tmp_path / "two" / "artifacts")
-    assert report
+    diff_image = ensure_build_image(client, diff_image_config(), progress=_quiet)
+    marker = _fake_host_diffoscope(tmp_path, monkeypatch)
+    started = time.time()
+    report = diff_outputs(
+        tmp_path / "one" / "artifacts", tmp_path / "two" / "artifacts", client=client
+    ).decode()
+    assert not marker.exists(), "diffoscope ran on the host"
+    assert report.startswith(f"diffoscope report, run in a sandbox ({diff_image.tag}")
+    assert "/diff/left/unrepro" in report and "/diff/right/unrepro" in report
+    assert "unrepro.d" not in report  # equal files are not reported by diffoscope
+    assert _containers_created_for(client, "diff", started) >= 1
+    assert _no_build_containers(client)
     builtin = diff_outputs(
         tmp_path / "one" / "artifacts", tmp_path / "two" / "artifacts", use_diffoscope=False
     ).decode()
     assert "DIFFERENT: unrepro" in builtin
     assert "same: unrepro.d" in builtin
+
+
+def _zip_bomb(path: Path, fill: bytes, gib: float) -> None:
+    """A small zip that inflates to ``gib`` GiB of one repeated byte."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk = fill * (16 << 20)
+    with (
+        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open("payload", "w", force_zip64=True) as member,
+    ):
+        for _ in range(int(gib * 64)):
+            member.write(chunk)
+
+
+def test_hostile_artifacts_are_contained_by_the_diff_sandbox(
+    client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure_build_image(client, diff_image_config(), progress=_quiet)
+    marker = _fake_host_diffoscope(tmp_path, monkeypatch)
+    left, right = tmp_path / "left", tmp_path / "right"
+    _zip_bomb(left / "libbomb.rlib", b"\0", 0.5)
+    _zip_bomb(right / "libbomb.rlib", b"\1", 0.5)
+    started = time.monotonic()
+    limits = DiffLimits(memory_bytes=512 << 20, tmp_bytes=64 << 20, wall_seconds=120)
+    report = diff_outputs(left, right, limits=limits, client=client).decode()
+    assert time.monotonic() - started < 60
+    assert f"diffoscope did not finish: filled its {64 << 20} byte scratch space" in report
+    assert "DIFFERENT: libbomb.rlib" in report
+    assert len(report) < 4000
+
+    # Huge files that diffoscope would dump for minutes and in much memory: stopped at the
+    # deadline or at the memory limit, whichever comes first on this machine.
+    for side in (left, right):
+        (side / "libbomb.rlib").unlink()
+        with (side / "huge").open("wb") as handle:
+            for _ in range(8):
+                handle.write(os.urandom(16 << 20))
+    started = time.monotonic()
+    limits = DiffLimits(wall_seconds=10, report_bytes=64 << 10)
+    report = diff_outputs(left, right, limits=limits, client=client).decode()
+    assert time.monotonic() - started < 40
+    assert re.search(
+        r"diffoscope did not finish: (stopped at the 10 s time limit|killed at the "
+        r"1073741824 byte memory limit)\.",
+        report,
+    ), report[:1000]
+    assert "DIFFERENT: huge" in report
+    assert len(report.encode()) <= 64 << 10
+    assert not marker.exists()
+    assert _no_build_containers(client)
 
 
 def test_tampered_local_crate_is_refused_before_any_container(

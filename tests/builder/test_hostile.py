@@ -18,10 +18,9 @@ import docker
 import pytest
 
 from builder.build import build_crate
+from builder.container import LABEL_BUILD, LABEL_OWNER, remove_leftover_containers
 from builder.image import docker_client, ensure_build_image
 from builder.sandbox import (
-    LABEL_BUILD,
-    LABEL_OWNER,
     REASON_DISK_FULL,
     REASON_EXIT,
     REASON_LOG_LIMIT,
@@ -29,7 +28,6 @@ from builder.sandbox import (
     REASON_PIDS,
     REASON_TIMEOUT,
     SandboxLimits,
-    remove_leftover_containers,
 )
 from builder.toolchain import find_toolchain_dir
 from logserver.core.errors import OperationalError

@@ -16,8 +16,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from builder.archive import ExtractLimits, safe_extract
-from builder.diff import FileFacts, builtin_report, diff_outputs
+from builder.debian import (
+    BUILD_PACKAGES,
+    DIFF_PACKAGES,
+    installed_packages,
+    lock_differences,
+    lock_text,
+    parse_lock,
+)
+from builder.diff import DiffLimits, FileFacts, builtin_report, diff_outputs, diffoscope_command
 from builder.fstree import tree_digest
+from builder.image import lock_path
 from builder.lockfile import parse_cargo_lock, root_package
 from builder.manifest import Artifact, Manifest, artifact_kind, collect_manifest, manifest_from_json
 from builder.sandbox import SandboxJob, cargo_arguments, sandbox_command, sandbox_environment
@@ -383,3 +392,59 @@ def test_safe_extract_does_not_follow_existing_symlinks(tmp_path: Path) -> None:
             _tar([_member("c-1.0.0/src/lib.rs")]), destination, what="t", strip_prefix="c-1.0.0"
         )
     assert list(outside.iterdir()) == []
+
+
+DPKG_STATUS = """Package: zlib1g
+Status: install ok installed
+Version: 1:1.2.13.dfsg-1
+Description: compression library
+ a continuation line: Version: 9
+
+Package: removed-one
+Status: deinstall ok config-files
+Version: 1.0
+
+Package: adduser
+Status: install ok installed
+Version: 3.134
+"""
+
+
+def test_image_locks_read_and_compare_package_sets() -> None:
+    installed = installed_packages(DPKG_STATUS)
+    assert installed == {"adduser": "3.134", "zlib1g": "1:1.2.13.dfsg-1"}
+    text = lock_text(
+        "synchronicity-build",
+        installed,
+        suite="bookworm",
+        variant="minbase",
+        architecture="amd64",
+        packages=("zlib1g",),
+    )
+    assert text.endswith("\nadduser=3.134\nzlib1g=1:1.2.13.dfsg-1\n")
+    assert parse_lock(text) == installed
+    assert lock_differences(installed, {"adduser": "3.135", "extra": "1"}) == [
+        "adduser: locked 3.134, installed 3.135",
+        "extra: locked (absent), installed 1",
+        "zlib1g: locked 1:1.2.13.dfsg-1, installed (absent)",
+    ]
+    for bad in ("b=1\na=1\n", "a=1\na=2\n", "a 1\n", "A=1\n"):
+        with pytest.raises(FormatError):
+            parse_lock(bad)
+
+
+def test_the_committed_image_locks_pin_every_requested_package() -> None:
+    for name, packages in (("build", BUILD_PACKAGES), ("diff", DIFF_PACKAGES)):
+        pins = parse_lock(lock_path(name).read_text())
+        assert set(packages) <= set(pins), name
+    build = parse_lock(lock_path("build").read_text())
+    for needed in ("pkg-config", "libssl-dev", "zlib1g-dev", "libclang-dev", "protobuf-compiler"):
+        assert needed in build
+
+
+def test_diffoscope_command_is_bounded() -> None:
+    command = diffoscope_command(DiffLimits(report_bytes=1000, wall_seconds=60))
+    assert command[0] == "diffoscope"
+    assert "--max-text-report-size=1000" in command
+    assert "--timeout=30" in command
+    assert command[-2:] == ["/diff/left", "/diff/right"]
