@@ -171,6 +171,11 @@ def _build(commands: Commands) -> None:
     rb.add_argument("--out", default=".", help="where to write the proof, policy and artifacts")
     rb.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     rb.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a verdict")
+    rb.add_argument(
+        "--requester-key",
+        help="a requester's private key, to sign the upload of a local .crate (default: "
+        "requester.key next to the network config)",
+    )
     rb.set_defaults(func=_lazy("synchronicity.cmd_rebuild", "rebuild"))
 
 
@@ -216,11 +221,27 @@ def _witness(commands: Commands) -> None:
     wr.add_argument("--key", required=True, help="this witness's private key file")
     wr.add_argument("--data", required=True, help="data directory (LMDB)")
     wr.add_argument("--listen", help="HOST:PORT (default: from the witness's URL)")
+    limits = wr.add_argument_group("build requests (POST /request, PUT /crate; spec/api.md)")
+    limits.add_argument(
+        "--request-rate", type=float, default=30.0, help="per client address a minute (0: any)"
+    )
+    limits.add_argument("--request-burst", type=int, default=10, help="requests at once")
+    limits.add_argument(
+        "--max-pending-jobs", type=int, default=64, help="jobs waiting for a verdict, at most"
+    )
+    limits.add_argument("--max-crate-mib", type=int, default=64, help="largest .crate upload")
     wr.add_argument("--log-level", default="info")
     wr.add_argument(
         "--misbehave",
         choices=["fabricate", "contradict"],
         help="fault injection for tests: reveal a digest never built, or contradict the commit",
+    )
+    wr.add_argument(
+        "--keep-rounds",
+        type=int,
+        default=1000,
+        help="consensus blocks kept below the last commit; a peer away longer catches up by "
+        "state sync (default %(default)s)",
     )
     wr.set_defaults(func=_lazy("synchronicity.cmd_witness", "run"))
     _witness_add_checkpoint(wit)

@@ -21,6 +21,7 @@ from logserver.core.cosignature import CosignatureSigner
 from logserver.core.errors import OperationalError, UsageError
 from logserver.protocol.network import NetworkConfig
 from synchronicity.cmd_log import bind, parse_listen, run_app
+from witness.admission import RequestLimits
 from witness.app import create_app
 from witness.cosign.http import AddCheckpointHandler
 from witness.cosign.http import create_app as add_checkpoint_app
@@ -54,7 +55,17 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     # One store of what this witness co-signed, for its own log and the others: one writer.
     cosigned = CosignStore(data / STORE_DIR)
-    node = WitnessNode(network, signer, seed, data, cosigned=cosigned, misbehave=args.misbehave)
+    if args.keep_rounds < 16:
+        raise UsageError("--keep-rounds must be at least 16")
+    node = WitnessNode(
+        network,
+        signer,
+        seed,
+        data,
+        cosigned=cosigned,
+        misbehave=args.misbehave,
+        keep_rounds=args.keep_rounds,
+    )
     other_logs = WitnessedLogs.from_pairs(
         [(o.origin, o.vkey) for o in network.other_logs], reserved=[network.log.origin]
     )
@@ -65,11 +76,21 @@ def run(args: argparse.Namespace) -> int:
         extra={"witness": signer.name, "listen": f"{host}:{sock.getsockname()[1]}"},
     )
     try:
-        run_app(create_app(node, witnessing), sock)
+        run_app(create_app(node, witnessing, _request_limits(args)), sock)
     finally:
         node.stop()
         witnessing.close()  # closes the cosign store, once the node no longer uses it
     return 0
+
+
+def _request_limits(args: argparse.Namespace) -> RequestLimits:
+    """The quotas of ``POST /request`` and ``PUT /crate`` from ``witness run``'s options."""
+    return RequestLimits(
+        per_minute=args.request_rate,
+        burst=args.request_burst,
+        max_pending=args.max_pending_jobs,
+        max_crate_bytes=args.max_crate_mib << 20,
+    )
 
 
 def add_checkpoint(args: argparse.Namespace) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from logserver.protocol.network import BuildRules, NetworkConfig
-from synchronicity.cmd_network import NETWORK_FILE, init_network
+from logserver.protocol.requester import RequestSigner
+from synchronicity.cmd_network import NETWORK_FILE, REQUESTER_FILE, init_network, read_requester
 from synchronicity.launcher import ServerProcess, free_ports
 
 
@@ -22,6 +23,7 @@ class LocalNetwork:
         directory: Path,
         extra_log_args: list[str] | None = None,
         misbehave: dict[int, str] | None = None,
+        extra_witness_args: list[str] | None = None,
     ) -> None:
         self.dir = directory
         self.config = NetworkConfig.parse((directory / NETWORK_FILE).read_bytes())
@@ -36,6 +38,7 @@ class LocalNetwork:
                 + ["--key", str(directory / f"witness-{i}.key")]
                 + ["--data", str(directory / f"witness-{i}")]
                 + (["--misbehave", misbehave[i]] if misbehave and i in misbehave else [])
+                + (extra_witness_args or [])
             )
             for i in range(1, self.config.n + 1)
         ]
@@ -70,6 +73,10 @@ class LocalNetwork:
     @property
     def log_url(self) -> str:
         return self.config.log.url
+
+    def requester(self) -> RequestSigner:
+        """The local user's requester key (``network init`` writes it), for signed requests."""
+        return read_requester(self.dir / REQUESTER_FILE, self.config)
 
     def start(self) -> LocalNetwork:
         self.log.start()

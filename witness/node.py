@@ -8,16 +8,25 @@ one sender thread per peer; commits are recorded, checked against the witness's 
 the log, claimed in the witness's cosign store (witness/cosign/store.py: never two roots for
 one size, durable before the cosignature leaves), co-signed (cosignature/v1) and sent to the log.
 
-The payload of a block is a checkpoint signed by the log. The leader proposes the log's latest
-checkpoint; every replica votes only for a checkpoint that is signed by the log and whose
-entries its mirror holds and re-hashes to that root, that extends the parent block's
-checkpoint, and whose new entries pass the entry check (the build protocol's rules).
+The payload of a block is a checkpoint signed by the log: exactly the log's note, with only
+the log's signature line and at most ``MAX_PAYLOAD_BYTES``. A watcher thread long-polls the
+log for its latest checkpoint; the leader proposes it when it is new (and nothing when the log
+is idle: the consensus core then only times out, ever more slowly). Every replica votes only
+for a checkpoint whose entries its mirror holds and re-hashes to that root, that extends the
+parent block's checkpoint, and whose new entries pass the entry check (the build protocol's
+rules). A committed checkpoint the witness did not vote for (catch-up, or a state-sync jump
+past pruned history) is checked the same way, from its own mirror, before it is co-signed.
+
+No exception of one message, one action or one answer of the log stops a thread: each is
+logged and counted, and a ``Persist`` that cannot be written only keeps the vote or timeout
+that depended on it from leaving.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -39,8 +48,6 @@ from logserver.protocol.network import NetworkConfig
 from logserver.storage import LogStore
 from witness import consensus, envelope
 from witness.consensus import crypto
-from witness.consensus.encoding import Reader, Writer
-from witness.consensus.types import Block
 from witness.cosign.store import CosignStore
 from witness.mirror import Mirror
 from witness.node_state import NodeState
@@ -51,7 +58,10 @@ log = logging.getLogger(__name__)
 
 # Checks the entries [start, end) of the mirror before a vote; the build protocol plugs in here.
 EntryCheck = Callable[[LogStore, int, int], bool]
-KEEP_ROUNDS = 1000  # blocks older than this many rounds are pruned from memory
+KEEP_ROUNDS = 1000  # blocks older than this many rounds are pruned (a setting: --keep-rounds)
+MAX_PAYLOAD_BYTES = 4096  # a checkpoint note signed by the log alone is far smaller
+WATCH_WAIT_MS = 5000  # the watcher's long poll of the log
+_PAYLOAD_READY = (-1, b"")  # an inbox item: the log has a new checkpoint
 
 
 def accept_all_entries(store: LogStore, start: int, end: int) -> bool:
@@ -77,6 +87,7 @@ class NodeStats:
     invalid_payloads: int = 0
     messages_in: int = 0
     messages_rejected: int = 0
+    step_failures: int = 0
 
 
 class PeerSender:
@@ -171,6 +182,7 @@ class WitnessNode:
         *,
         cosigned: CosignStore,
         misbehave: str | None = None,
+        keep_rounds: int = KEEP_ROUNDS,
     ) -> None:
         self.network = network
         self.signer = signer
@@ -189,23 +201,25 @@ class WitnessNode:
         )
         self._public_keys = tuple(key for _, key in self.config.replicas)
         self._secret = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
-        self.idle_ms = max(50, network.timeouts.round_ms // 4)
-        self.state = NodeState(data_dir / "state")
+        self.state = NodeState(data_dir / "state", self.config.network_id)
         self.cosigned = cosigned
         self.log_client = LogClient(network.log.url, timeout=5.0)
         self.mirror = Mirror(
             data_dir / "mirror", note.Verifier.from_vkey(network.log.vkey), self.log_client.tile
         )
-        last = self.state.last_commit()
-        self._committed_payload = b"" if last is None else last[1]
+        self._committed_payload = self.state.committed_payload()
         self.stats = NodeStats(committed_size=_size_of(self._committed_payload))
+        self._latest = self._committed_payload  # the newest checkpoint the watcher saw
+        self._latest_lock = threading.Lock()
         self._entry_check: EntryCheck = accept_all_entries
+        self._checked: Callable[[], int] = lambda: self.stats.committed_size
         self.worker: BuildWorker | None = None
         if network.entries == "protocol":
             validator = ProtocolValidator(
                 protocol_config(network), self.mirror.store, self.stats.committed_size
             )
             self._entry_check = validator.check
+            self._checked = lambda: validator.state.size
             self.writer = SigningWriter(
                 LogClient(network.log.url, timeout=60.0),
                 note.Signer(signer.name, seed),
@@ -216,6 +230,8 @@ class WitnessNode:
                 self.writer,
                 self.mirror.store,
                 data_dir / "worker",
+                build_deadline_ms=network.builds.build_deadline_ms,
+                reveal_deadline_ms=network.builds.reveal_deadline_ms,
                 misbehave=misbehave,
             )
         cosigned_head = self.cosigned.latest(network.log.origin)
@@ -227,8 +243,9 @@ class WitnessNode:
             self._validate,
             _now_ms(),
             propose=self._propose,
-            anchor=self._load_anchor(),
-            keep_rounds=KEEP_ROUNDS,
+            anchor=self.state.anchor(),
+            stored_blocks=self.state.stored_blocks(),
+            keep_rounds=keep_rounds,
         )
         self._inbox: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=4096)
         self._replay = envelope.ReplayGuard()
@@ -238,6 +255,8 @@ class WitnessNode:
         }
         self._cosignatures = CosignatureSender(self.log_client)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="consensus")
+        self._watcher = threading.Thread(target=self._watch_log, daemon=True, name="log watcher")
+        self._stopping = threading.Event()
         self._deadline = _now_ms()
         self._failed: Exception | None = None
 
@@ -251,10 +270,12 @@ class WitnessNode:
             peer.start()
         self._cosignatures.start()
         self._thread.start()
+        self._watcher.start()
 
     def stop(self) -> None:
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(wait=5.0)  # its scanner reads the mirror, closed below
+        self._stopping.set()
         self._inbox.put(None)
         self._thread.join(10)
         for peer in self._peers.values():
@@ -263,9 +284,20 @@ class WitnessNode:
         self.mirror.close()
         self.state.close()
 
+    def threads(self) -> dict[str, bool]:
+        """Every thread of the node by name, and whether it is running (for ``/readyz``)."""
+        alive = {"consensus": self._failed is None and self._thread.is_alive()}
+        alive[self._watcher.name] = self._watcher.is_alive()
+        for peer in self._peers.values():
+            alive[peer._thread.name] = peer._thread.is_alive()
+        alive[self._cosignatures._thread.name] = self._cosignatures._thread.is_alive()
+        if self.worker is not None:
+            alive |= {f"worker {name}": up for name, up in self.worker.threads().items()}
+        return alive
+
     @property
     def healthy(self) -> bool:
-        return self._failed is None and self._thread.is_alive()
+        return all(self.threads().values())
 
     # ----- inbound -----------------------------------------------------------------------
 
@@ -299,32 +331,55 @@ class WitnessNode:
                 try:
                     item = self._inbox.get(timeout=wait)
                 except queue.Empty:
-                    self._execute(self.replica.on_timer(_now_ms()))
+                    self._step(self.replica.on_timer)
                     continue
                 if item is None:
                     return
+                if item is _PAYLOAD_READY:
+                    self._step(self.replica.on_payload_ready)
+                    continue
                 sender, message = item
-                self._execute(self.replica.on_bytes(sender, message, _now_ms()))
-        except Exception as e:
+                self._step(functools.partial(self.replica.on_bytes, sender, message))
+        except Exception as e:  # only start-up can get here: every step is guarded below
             self._failed = e
             log.exception("the consensus thread stopped")
 
+    def _step(self, step: Callable[[int], list[consensus.Action]]) -> None:
+        """One input to the core and its actions; an exception is logged, never fatal."""
+        try:
+            self._execute(step(_now_ms()))
+        except Exception:
+            self.stats.step_failures += 1
+            log.exception("a consensus step failed; going on")
+
     def _execute(self, actions: list[consensus.Action]) -> None:
+        persisted = True
         for action in actions:
-            if isinstance(action, consensus.Persist):
-                self.state.persist_safety(action.state)
-            elif isinstance(action, consensus.Send):
-                if action.to in self._peers:
-                    self._peers[action.to].send(self._seal(action.message))
-            elif isinstance(action, consensus.Broadcast):
-                sealed = self._seal(action.message)
-                for peer in self._peers.values():
-                    peer.send(sealed)
-            elif isinstance(action, consensus.CommitBlocks):
-                for committed in action.blocks:
-                    self._on_commit(committed)
-            else:
-                self._deadline = action.deadline_ms
+            try:
+                if isinstance(action, consensus.Persist):
+                    self.state.persist(action.state, action.blocks)
+                elif isinstance(action, consensus.Send | consensus.Broadcast):
+                    # Nothing may leave that a Persist before it failed to cover.
+                    if persisted:
+                        self._send(action)
+                elif isinstance(action, consensus.CommitBlocks):
+                    self._on_commit(action)
+                else:
+                    self._deadline = action.deadline_ms
+            except Exception:
+                if isinstance(action, consensus.Persist):
+                    persisted = False
+                self.stats.step_failures += 1
+                log.exception("a consensus action failed", extra={"action": type(action).__name__})
+
+    def _send(self, action: consensus.Send | consensus.Broadcast) -> None:
+        sealed = self._seal(action.message)
+        if isinstance(action, consensus.Send):
+            if action.to in self._peers:
+                self._peers[action.to].send(sealed)
+        else:
+            for peer in self._peers.values():
+                peer.send(sealed)
 
     def _seal(self, message: consensus.Message) -> bytes:
         return envelope.seal(
@@ -335,10 +390,20 @@ class WitnessNode:
             self._secret,
         )
 
+    def _check_payload(self, payload: bytes) -> None:
+        """A payload is the log's checkpoint note, bounded, with the log's signature alone:
+        a leader cannot pad what every witness stores and relays."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise VerificationError(f"a payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+        _, signatures = note.split_note(payload)
+        if len(signatures) != 1 or signatures[0].name != self.network.log.origin:
+            raise VerificationError("a payload must carry the log's signature and no other")
+
     def _validate(self, parent_payload: bytes, payload: bytes) -> bool:
         if payload == parent_payload:
             return True  # an empty round: nothing new to check
         try:
+            self._check_payload(payload)
             cp = self.mirror.advance(payload)  # fetches the entries, re-hashes the root
             parent_size = 0
             if parent_payload:
@@ -355,39 +420,60 @@ class WitnessNode:
             return False
         return True
 
-    def _propose(self, parent_payload: bytes, round_: int) -> bytes:
-        self.stats.proposals += 1
-        parent_size = _size_of(parent_payload)
-        # With nothing in flight, wait a little for news rather than spin empty rounds.
-        idle = parent_payload == self._committed_payload
+    # ----- the log watcher and proposals -------------------------------------------------
+
+    def _watch_log(self) -> None:
+        """Long-poll the log's latest checkpoint; wake the consensus thread when it grows."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            with self._latest_lock:
+                known = _size_of(self._latest)
+            try:
+                latest = self.log_client.latest_checkpoint(known, WATCH_WAIT_MS)
+                size = 0 if latest is None else _size_of(latest)
+            except Exception as e:  # noqa: BLE001 - down, or garbage: this loop must not die
+                log.warning("cannot read the log's latest checkpoint", extra={"error": str(e)})
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            if latest is None or size <= known:
+                continue
+            with self._latest_lock:
+                self._latest = latest
+            with contextlib.suppress(queue.Full):  # a full inbox wakes the loop anyway
+                self._inbox.put_nowait(_PAYLOAD_READY)
+
+    def _propose(self, parent_payload: bytes, round_: int) -> bytes | None:
+        """The log's newest checkpoint if it is newer than the parent's, else None (idle)."""
+        with self._latest_lock:
+            latest = self._latest
         try:
-            latest = self.log_client.latest_checkpoint(parent_size, self.idle_ms if idle else 0)
-        except OperationalError:
-            return parent_payload
-        if latest is None or _size_of(latest) <= parent_size:
-            return parent_payload
+            if _size_of(latest) <= _size_of(parent_payload):
+                return None
+        except SynchronicityError:
+            return None
+        self.stats.proposals += 1
         return latest
 
-    def _load_anchor(self) -> consensus.CommittedBlock | None:
-        saved = self.state.anchor()
-        if saved is None:
-            return None
-        height, data = saved
-        block = Block.decode(Reader(data, "anchor block"), self.config.network_id)
-        return consensus.CommittedBlock(height, block)
+    # ----- commits -----------------------------------------------------------------------
 
-    def _on_commit(self, committed: consensus.CommittedBlock) -> None:
-        payload = committed.block.payload
-        self.stats.commits += 1
-        out = Writer()
-        committed.block.encode(out)
-        self.state.save_anchor(committed.height, out.getvalue())
-        if not payload or payload == self._committed_payload:
+    def _on_commit(self, action: consensus.CommitBlocks) -> None:
+        """Keep the anchor; check and co-sign the newest committed checkpoint."""
+        self.stats.commits += len(action.blocks)
+        payload = action.blocks[-1].block.payload
+        fresh = bool(payload) and payload != self._committed_payload
+        self.state.save_commit(action.proof, payload if fresh else None)
+        if not fresh:
             return
-        self.state.record_commit(committed.height, payload)
         self._committed_payload = payload
         try:
+            self._check_payload(payload)
             cp = self.mirror.advance(payload)
+            if cp.size > self._checked() and not self._entry_check(
+                self.mirror.store, self._checked(), cp.size
+            ):
+                raise VerificationError("committed entries break the build protocol")
         except SynchronicityError as e:
             # A quorum committed what this witness cannot verify: never co-sign it.
             log.error("committed checkpoint fails verification", extra={"reason": str(e)})
@@ -405,6 +491,7 @@ class WitnessNode:
             self._cosignatures.submit(note.sign_note(cp.to_bytes(), self.signer))
 
     def status(self) -> dict[str, object]:
+        """What ``GET /status`` shows."""
         return {
             "name": self.signer.name,
             "index": self.index,

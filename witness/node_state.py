@@ -1,67 +1,162 @@
-"""A witness node's durable consensus data in LMDB: safety state, anchor, committed payloads.
+"""A witness node's durable consensus data in LMDB: safety state, stored blocks, anchor, commit.
 
-Every write is a synchronous LMDB transaction, so when a method returns the data is on disk:
-the node persists the safety state before any vote or timeout leaves it. What the witness
-co-signed is not here but in witness/cosign/store.py, the one store of cosigned tree heads
-(its own log's and other logs').
+What the consensus core asks a driver to keep (spec/consensus.md, "Persistence order"):
+
+- the safety state (last voted round, highest QC, last timeout round, highest TC), written
+  together with the blocks of the same ``Persist`` in ONE synchronous transaction, before the
+  vote or timeout that depends on it leaves the node;
+- the anchor: the proof of the last commit; each new anchor drops the stored blocks at or
+  below it, so the store holds only the blocks above the last commit (bounded by pruning);
+- the last committed payload (the checkpoint the witness last acted on). Only the last one is
+  kept: a long-lived network must not grow this store with every commit.
+
+When the memory map fills up, it is grown (doubled, up to ``max_map_size``) and the write is
+retried; a write that still cannot be made raises OperationalError and the caller must not
+let the vote that depended on it leave. What the witness co-signed is not here but in
+witness/cosign/store.py (its own log's and other logs').
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
-from logserver.core.errors import OperationalError
-from witness.consensus import SafetyState
+from logserver.core.errors import FormatError, OperationalError
+from witness.consensus import CommittedBlock, SafetyState
+from witness.consensus.encoding import Reader, Writer
+from witness.consensus.types import Block, CommitProof
+
+INITIAL_MAP_SIZE = 64 << 20
+MAX_MAP_SIZE = 64 << 30
+_ANCHOR_PROOF = b"P"  # an anchor stored as a CommitProof (older versions: u64 height + block)
+
+
+def _block_key(block: Block) -> bytes:
+    return block.round.to_bytes(8, "big") + block.id
 
 
 class NodeState:
-    """The consensus core's safety state, the last committed block and committed payloads."""
+    """The consensus core's durable data for one witness node (one writer: its thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        network_id: bytes,
+        *,
+        map_size: int = INITIAL_MAP_SIZE,
+        max_map_size: int = MAX_MAP_SIZE,
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         try:
-            self._env = lmdb.open(
-                str(path / "witness.lmdb"), map_size=1 << 32, max_dbs=4, sync=True
-            )
+            self._env = lmdb.open(str(path / "witness.lmdb"), map_size=map_size, max_dbs=4)
         except lmdb.Error as e:
             raise OperationalError(f"cannot open the witness state in {path}: {e}") from e
+        self._network_id = network_id
+        self._max_map_size = max(max_map_size, map_size)
         self._meta = self._env.open_db(b"meta")
-        self._committed = self._env.open_db(b"committed")
+        self._blocks = self._env.open_db(b"blocks")
+        self._legacy_commits = self._env.open_db(b"committed")
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._env.close()
+
+    # ----- writes ------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[Any], None]) -> None:
+        """Run ``fn`` in one synchronous write transaction, growing the map when it is full."""
+        with self._lock:
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        fn(txn)
+                    return
+                except lmdb.MapFullError:
+                    size = self._env.info()["map_size"]
+                    if size >= self._max_map_size:
+                        raise OperationalError(
+                            f"the witness state is full ({size} bytes, the maximum)"
+                        ) from None
+                    self._env.set_mapsize(min(2 * size, self._max_map_size))
+                except lmdb.Error as e:
+                    raise OperationalError(f"cannot write the witness state: {e}") from e
+
+    def persist(self, state: SafetyState, blocks: tuple[Block, ...] = ()) -> None:
+        """The safety state and the blocks of one ``Persist``, durable together."""
+
+        def write(txn: Any) -> None:
+            txn.put(b"safety", state.to_bytes(), db=self._meta)
+            for block in blocks:
+                out = Writer()
+                block.encode(out)
+                txn.put(_block_key(block), out.getvalue(), db=self._blocks)
+
+        self._write(write)
+
+    def save_commit(self, proof: CommitProof | None, payload: bytes | None) -> None:
+        """A new anchor (dropping the blocks it covers) and, if given, the committed payload."""
+
+        def write(txn: Any) -> None:
+            if proof is not None:
+                txn.put(b"anchor", _ANCHOR_PROOF + proof.to_bytes(), db=self._meta)
+                floor = (proof.block.round + 1).to_bytes(8, "big")
+                cursor = txn.cursor(db=self._blocks)
+                if cursor.first():
+                    while cursor.key() < floor:
+                        if not cursor.delete():
+                            break
+            if payload is not None:
+                txn.put(b"committed", payload, db=self._meta)
+                txn.drop(self._legacy_commits, delete=False)
+
+        self._write(write)
+
+    # ----- reads -------------------------------------------------------------------------
 
     def safety(self) -> SafetyState | None:
         with self._env.begin() as txn:
             raw = txn.get(b"safety", db=self._meta)
         return None if raw is None else SafetyState.from_bytes(bytes(raw))
 
-    def persist_safety(self, state: SafetyState) -> None:
-        with self._env.begin(write=True) as txn:
-            txn.put(b"safety", state.to_bytes(), db=self._meta)
-
-    def record_commit(self, height: int, payload: bytes) -> None:
-        with self._env.begin(write=True) as txn:
-            txn.put(height.to_bytes(8, "big"), payload, db=self._committed)
-
-    def save_anchor(self, height: int, block: bytes) -> None:
-        """The last committed block, so that a restart need not fetch history from genesis."""
-        with self._env.begin(write=True) as txn:
-            txn.put(b"anchor", height.to_bytes(8, "big") + block, db=self._meta)
-
-    def anchor(self) -> tuple[int, bytes] | None:
+    def anchor(self) -> CommitProof | CommittedBlock | None:
+        """The last commit's proof (or, as an older version kept it, the block and height)."""
         with self._env.begin() as txn:
             raw = txn.get(b"anchor", db=self._meta)
         if raw is None:
             return None
-        raw = bytes(raw)
-        return int.from_bytes(raw[:8], "big"), raw[8:]
+        data = bytes(raw)
+        if data[:1] == _ANCHOR_PROOF:
+            return CommitProof.from_bytes(data[1:], self._network_id)
+        if len(data) < 8:
+            raise FormatError("witness anchor", "truncated")
+        reader = Reader(data[8:], "witness anchor")
+        block = Block.decode(reader, self._network_id)
+        reader.end()
+        return CommittedBlock(int.from_bytes(data[:8], "big"), block)
 
-    def last_commit(self) -> tuple[int, bytes] | None:
+    def stored_blocks(self) -> list[Block]:
+        """The blocks kept above the anchor, in round order."""
+        out: list[Block] = []
         with self._env.begin() as txn:
-            cur = txn.cursor(db=self._committed)
-            if not cur.last():
-                return None
-            return int.from_bytes(cur.key(), "big"), bytes(cur.value())
+            for _, value in txn.cursor(db=self._blocks):
+                reader = Reader(bytes(value), "stored block")
+                out.append(Block.decode(reader, self._network_id))
+                reader.end()
+        return out
+
+    def committed_payload(self) -> bytes:
+        """The last committed payload the node acted on (empty before the first)."""
+        with self._env.begin() as txn:
+            raw = txn.get(b"committed", db=self._meta)
+            if raw is not None:
+                return bytes(raw)
+            cursor = txn.cursor(db=self._legacy_commits)  # an older version kept them all
+            return bytes(cursor.value()) if cursor.last() else b""
+
+    @property
+    def map_size(self) -> int:
+        return int(self._env.info()["map_size"])

@@ -145,3 +145,82 @@ def check_consistency(net: LocalNetwork, obs: Observer) -> None:
             r = c.get("/proof/consistency", params={"old": size, "new": newest.size})
             proof = [base64.b64decode(h) for h in r.json()["hashes"]]
             tlog.check_tree(proof, newest.size, newest.root_hash, size, root)
+
+
+def _metric(url: str, name: str, label: str = "") -> float:
+    """A counter or gauge from a witness's /metrics (0 when absent)."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name) and (not label or label in line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.slow
+def test_a_witness_away_past_the_pruning_horizon_rejoins_by_state_sync(tmp_path: Path) -> None:
+    """The horizon is a setting (--keep-rounds 16): the peers prune the blocks the absent
+    witness lacks within seconds; it rejoins, co-signs again, and then another witness can go
+    down and the network still makes progress (which needs the rejoined one's vote)."""
+    LocalNetwork.create(tmp_path, round_ms=300, max_round_ms=2000, entries="open")
+    net = LocalNetwork(tmp_path, extra_witness_args=["--keep-rounds", "16"]).start()
+    obs = Observer(net.log_url, net.config.policy())
+    threads = [threading.Thread(target=obs.watch), threading.Thread(target=obs.append)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: obs.published >= 5, 30, "the first cosigned checkpoints")
+        absent = net.witnesses[3]
+        absent.kill()
+        heights = lambda: [int(str(status(w.url)["committed_height"])) for w in net.witnesses[:3]]  # noqa: E731
+        start = min(heights())
+        wait_for(lambda: min(heights()) > start + 80, 60, "the others to commit far past it")
+        absent.start()
+        target = obs.published
+        wait_for(
+            lambda: int(str(status(absent.url)["cosigned_size"])) >= target,
+            30,
+            "the returning witness to co-sign again",
+        )
+        syncs = _metric(absent.url, "witness_consensus_events_total", 'kind="state-sync"')
+        assert syncs >= 1, "it could only have rejoined by state sync: history was pruned"
+        net.witnesses[0].kill()  # now the network needs the returned witness
+        at_kill = obs.published
+        wait_for(lambda: obs.published >= at_kill + 10, 30, "progress with witness 1 down")
+    finally:
+        obs.stop.set()
+        for t in threads:
+            t.join()
+        try:
+            check_consistency(net, obs)
+        finally:
+            net.stop()
+    assert not obs.errors, obs.errors
+
+
+@pytest.mark.slow
+def test_an_idle_network_does_not_spin_rounds(tmp_path: Path) -> None:
+    net = LocalNetwork.create(tmp_path, round_ms=300, max_round_ms=2000, entries="open").start()
+    try:
+        r = httpx.post(net.log_url + "/add-entry", content=b"one entry", timeout=5)
+        assert r.status_code == 200
+        wait_for(
+            lambda: int(str(status(net.witnesses[0].url)["cosigned_size"])) >= 1,
+            20,
+            "the entry to be cosigned",
+        )
+        time.sleep(2)
+        first = int(str(status(net.witnesses[0].url)["round"]))
+        time.sleep(10)
+        idle_rounds = int(str(status(net.witnesses[0].url)["round"])) - first
+        # Rounds end by timeouts of up to max_round_ms: about 10 s / 2 s, not 10 s / 75 ms.
+        assert idle_rounds <= 10, idle_rounds
+        r = httpx.post(net.log_url + "/add-entry", content=b"news", timeout=5)
+        began = time.monotonic()
+        wait_for(
+            lambda: int(str(status(net.witnesses[0].url)["cosigned_size"])) >= 2,
+            20,
+            "news to be cosigned at once",
+        )
+        assert time.monotonic() - began < 3.0  # the leader proposes when the log has news
+    finally:
+        net.stop()
