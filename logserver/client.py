@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import zlib
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 
@@ -60,7 +61,8 @@ class LogClient:
 
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(timeout=timeout)
+        # gzip is the one encoding asked for: _read inflates it within each call's bound.
+        self._http = httpx.Client(timeout=timeout, headers={"Accept-Encoding": "gzip"})
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -94,16 +96,32 @@ class LogClient:
             with self._http.stream(
                 method, self.url + path, params=params, content=content, headers=headers
             ) as r:
-                body = bytearray()
-                for chunk in r.iter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise OperationalError(
-                            f"{method} {path}: the answer is larger than {limit} bytes"
-                        )
-                return r.status_code, bytes(body)
+                return r.status_code, self._read(r, limit, f"{method} {path}")
         except httpx.HTTPError as e:
             raise OperationalError(f"cannot reach the log at {self.url}: {e}") from e
+
+    def _read(self, r: httpx.Response, limit: int, what: str) -> bytes:
+        """The body of ``r``, gunzipped if it came gzipped, never more than ``limit`` bytes
+        of it once decoded: a gzip bomb is refused before it is inflated past the bound
+        (httpx's own decoding inflates a whole network read, up to ~1000 times its size)."""
+        encoding = r.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip"):
+            raise self._remote(f"an answer in the {encoding!r} encoding, which was not asked for")
+        inflate = None if encoding == "identity" else zlib.decompressobj(wbits=31)
+        body = bytearray()
+        for raw in r.iter_raw():
+            chunk = raw
+            if inflate is not None:
+                try:
+                    chunk = inflate.decompress(raw, limit + 1 - len(body))
+                except zlib.error as e:
+                    raise self._remote(f"a gzip answer that does not inflate: {e}") from e
+            body += chunk
+            if len(body) > limit:
+                raise OperationalError(f"{what}: the answer is larger than {limit} bytes")
+        if inflate is not None and (not inflate.eof or inflate.unused_data):
+            raise self._remote("a gzip answer that is truncated or has bytes after its end")
+        return bytes(body)
 
     def _call(
         self,

@@ -10,6 +10,7 @@ wrong.
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi import Request
 from starlette.responses import Response
@@ -20,6 +21,7 @@ from logserver.core.note import parse_decimal
 from logserver.http.problems import ProblemError
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")  # RFC 9110 §12.4.2
 TEXT = "text/plain; charset=utf-8"
 OCTETS = "application/octet-stream"
 
@@ -57,6 +59,28 @@ def optional_int_param(
 ) -> int:
     """The query parameter ``name`` like ``int_param``, or ``default`` when it is absent."""
     return int_param(request, name, limit) if name in request.query_params else default
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header (RFC 9110 §12.5.3) lets us answer with gzip:
+    ``gzip`` (or ``x-gzip``, or ``*`` when gzip is not named) with a weight above 0. A member
+    whose weight does not parse counts as refused."""
+    weights: dict[str, bool] = {}
+    for member in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in member.split(";"))
+        if not coding:
+            continue
+        acceptable = True
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                weight = value.strip()
+                acceptable = _QVALUE.fullmatch(weight) is not None and float(weight) > 0
+        weights[coding.lower()] = acceptable
+    for coding in ("gzip", "x-gzip"):
+        if coding in weights:
+            return weights[coding]
+    return weights.get("*", False)
 
 
 def json_response(obj: object) -> Response:
