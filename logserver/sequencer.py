@@ -9,6 +9,11 @@ and form the next batch: under load batches grow by themselves.
 
 A bounded queue gives back-pressure: ``submit`` raises ``QueueFull`` instead of letting memory
 grow without limit.
+
+Only a failure to store a batch (or to sign its checkpoint) stops the sequencer. Anything tied
+to a batch's contents does not: an entry too large for an entry bundle is refused when
+submitted, and a batch the batcher fails to prepare is refused (each of its submitters gets the
+error, ``failed_batches`` counts it) while the sequencer goes on with the next.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from logserver.core.checkpoint import Checkpoint
-from logserver.core.errors import OperationalError
+from logserver.core.errors import FormatError, OperationalError
+from logserver.core.tiles import MAX_ENTRY_SIZE
 from logserver.storage import LogStore
 
 log = logging.getLogger(__name__)
@@ -105,6 +111,7 @@ class Sequencer:
         self._listeners: list[Callable[[Integrated], None]] = []
         self._failed: Exception | None = None
         self._held: object | None = None  # taken from the queue, waits for the next batch
+        self.failed_batches = 0  # batches refused because preparing them failed (a metric)
 
     def add_listener(self, listener: Callable[[Integrated], None]) -> None:
         """Call ``listener`` on the sequencer thread after each durable integration."""
@@ -138,6 +145,8 @@ class Sequencer:
         """
         if not 0 < len(entries) <= self._max_batch:
             raise ValueError(f"a submission holds 1 to {self._max_batch} entries")
+        if any(len(data) > MAX_ENTRY_SIZE for data in entries):
+            raise FormatError("log entry", f"longer than {MAX_ENTRY_SIZE} bytes")
         if self._failed is not None:
             raise OperationalError(f"the sequencer has stopped: {self._failed}")
         fut: Future[int] = Future()
@@ -212,15 +221,28 @@ class Sequencer:
             if not self._integrate(batch):
                 return
 
+    def _prepare(self, entries: list[bytes]) -> tuple[list[bytes], list[int | Exception]]:
+        if self._batcher is None:
+            return entries, list(range(len(entries)))
+        leaves, outcomes = self._batcher.prepare(entries)
+        for leaf in leaves:
+            if len(leaf) > MAX_ENTRY_SIZE:
+                raise FormatError("batch", f"a leaf of {len(leaf)} bytes > {MAX_ENTRY_SIZE}")
+        return leaves, outcomes
+
     def _integrate(self, batch: Sequence[_Submission]) -> bool:
-        """Integrate one batch; False when it failed and the sequencer must stop."""
+        """Integrate one batch; False when storing it failed and the sequencer must stop."""
         started = time.monotonic()
         entries = [data for sub in batch for data in sub.entries]
         try:
-            if self._batcher is None:
-                leaves, outcomes = entries, list[int | Exception](range(len(entries)))
-            else:
-                leaves, outcomes = self._batcher.prepare(entries)
+            leaves, outcomes = self._prepare(entries)
+        except Exception as e:  # tied to this batch's contents: refuse it, go on
+            log.exception("preparing a batch failed; its submissions are refused")
+            self.failed_batches += 1
+            for sub in batch:
+                sub.future.set_exception(OperationalError(f"the log could not take it: {e}"))
+            return True
+        try:
             if not leaves:
                 first, note = self._store.size(), b""
             else:

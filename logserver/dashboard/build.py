@@ -130,8 +130,11 @@ def _verdict_section(record: BuildRecord, published_size: int) -> str:
     ]
     for g in v.groups:
         rows.append([f"group {g.output_digest[:16]}…", esc(", ".join(g.builders))])
-    for failure in v.failures:
-        rows.append([f"failure of {failure.builder}", esc(failure.reason)])
+    for failure in v.failures:  # the verdict refers to the reveal, which holds the reason
+        reveal = record.reveals.get(failure.builder)
+        reason = esc(reveal[1].failure) if reveal and reveal[1].failure else ""
+        link = f'<a href="/entry/{failure.reveal_leaf}">#{failure.reveal_leaf}</a>'
+        rows.append([f"failure of {failure.builder}", f"{reason} (reveal {link})".strip()])
     if v.missing:
         rows.append(["did not reveal", esc(", ".join(v.missing))])
     for e in v.evidence:

@@ -122,6 +122,12 @@ class Metrics:
         self.duplicates = Counter(
             "log_entries_duplicate", "Submissions answered with an earlier index", registry=r
         )
+        self.failed_batches = Gauge(
+            "log_batches_failed", "Batches refused because preparing them failed", registry=r
+        )
+        self.unloggable = Gauge(
+            "log_due_entries_unloggable", "Due entries that cannot be logged", registry=r
+        )
 
     def on_integrated(self, done: Integrated) -> None:
         """Sequencer listener: count one durable batch."""
@@ -157,6 +163,10 @@ class LogService:
             batcher=self.protocol,
         )
         self.sequencer.add_listener(self.metrics.on_integrated)
+        self.metrics.failed_batches.set_function(lambda: self.sequencer.failed_batches)
+        if self.protocol is not None:
+            protocol = self.protocol
+            self.metrics.unloggable.set_function(lambda: len(protocol.unloggable))
         self.blobs = BlobStore(config.data_dir / "blobs")
         self.network = config.network
         self.witness_verifiers: dict[str, CosignatureVerifier] = {}

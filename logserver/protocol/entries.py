@@ -287,14 +287,18 @@ class Group:
 
 @dataclass(frozen=True)
 class Failure:
-    """A builder that revealed a build failure."""
+    """A builder that revealed a build failure: the leaf of its reveal, which holds the reason.
+
+    A verdict refers to the reason rather than copying it, so its size does not depend on
+    what builders write (the largest verdict must fit one leaf).
+    """
 
     builder: str
-    reason: str
+    reveal_leaf: int
 
     def __post_init__(self) -> None:
         check_name(self.builder, "verdict failure", "builder")
-        _check_reason(self.reason, "verdict failure")
+        check_index(self.reveal_leaf, "verdict failure", "reveal_leaf")
 
 
 @dataclass(frozen=True)

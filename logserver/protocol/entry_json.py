@@ -76,7 +76,9 @@ def entry_to_json(entry: Entry) -> dict[str, Any]:
                     {"output_digest": g.output_digest, "builders": list(g.builders)}
                     for g in entry.groups
                 ],
-                "failures": [{"builder": f.builder, "reason": f.reason} for f in entry.failures],
+                "failures": [
+                    {"builder": f.builder, "reveal_leaf": f.reveal_leaf} for f in entry.failures
+                ],
                 "missing": list(entry.missing),
                 "evidence": [
                     {
@@ -168,7 +170,7 @@ def entry_from_json(obj: Mapping[str, Any]) -> Entry:
                     Group(g["output_digest"], _names(g["builders"], "verdict group", "builders"))
                 )
             failures = [
-                Failure(**members(f, "verdict failure", {"builder", "reason"}))
+                Failure(**members(f, "verdict failure", {"builder", "reveal_leaf"}))
                 for f in _list(o["failures"], what, "failures")
             ]
             evidence = [

@@ -17,10 +17,14 @@ from typing import Any
 from logserver.core import canonical_json, cosignature, note
 from logserver.core.errors import FormatError
 from logserver.core.policy import Policy
+from logserver.protocol.entries import check_name
 
 VERSION = 1
 MAX_CONFIG_BYTES = 1 << 20
 MAX_WITNESSES = 100
+# Builder names of a protocol network: with at most MAX_WITNESSES builders, the largest verdict
+# then fits one leaf (logserver.protocol.rules.max_verdict_leaf_bytes, spec/protocol.md).
+MAX_BUILDER_NAME_BYTES = 128
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,10 @@ class NetworkConfig:
         names = [w.name for w in self.witnesses]
         if len(set(names)) != n:
             raise FormatError(what, "duplicate witness name")
+        for name in names if self.entries == "protocol" else ():
+            check_name(name, what, "a witness name")
+            if len(name) > MAX_BUILDER_NAME_BYTES:
+                raise FormatError(what, f"witness name longer than {MAX_BUILDER_NAME_BYTES} bytes")
         try:
             log_verifier = note.Verifier.from_vkey(self.log.vkey)
             keys = [w.public_key for w in self.witnesses]

@@ -19,9 +19,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NoReturn
 
+from logserver.core import canonical_json
 from logserver.core.errors import UsageError, VerificationError
 from logserver.protocol.entries import (
+    EVIDENCE_KINDS,
+    MAX_LEAF_BYTES,
     MAX_TIME_MS,
+    OUTCOMES,
+    VERDICT_REASONS,
     Close,
     Commit,
     DiffReport,
@@ -60,6 +65,47 @@ def default_threshold(builder_count: int) -> int:
     """k = 2f + 1 for n = 3f + 1 builders, raised to a strict majority for other n."""
     faults = (builder_count - 1) // 3
     return max(2 * faults + 1, builder_count // 2 + 1)
+
+
+def max_verdict_leaf_bytes(log_name: str, builders: Iterable[str]) -> int:
+    """An upper bound on the bytes of any verdict leaf of a network with these builders.
+
+    A verdict names each committed builder at most twice (in ``agreeing``, and in one of
+    ``groups``, ``failures``, ``evidence`` or ``missing``) and otherwise holds digests, leaf
+    indexes and times of at most 16 digits and the log's name: never text a builder chose.
+    The bound adds, to a verdict with empty lists and the longest of every other member, for
+    each builder its name in ``agreeing`` and the largest object it could be listed in, each
+    with a comma. A close is smaller (each name once). ``ProtocolConfig`` refuses builders for
+    whom it exceeds the leaf limit, so the log never owes an entry it cannot log.
+    """
+    big, digest = MAX_TIME_MS, "0" * 64
+    members = ("agreeing", "evidence", "failures", "groups", "missing")
+    lists: dict[str, list[object]] = {member: [] for member in members}
+    entry = {
+        "type": "verdict",
+        "job": digest,
+        "reason": max(VERDICT_REASONS, key=len),
+        "outcome": max(OUTCOMES, key=len),
+        "threshold": big,
+        "output_digest": digest,
+        "signer": {"name": log_name, "key_id": "0" * 8},
+        "signature": "0" * 88,  # base64 of 64 bytes
+    } | lists
+    size = len(canonical_json.encode({"entry": entry, "time": big}))
+    for name in builders:
+        listed_in = [
+            {"builders": [name], "output_digest": digest},
+            {"builder": name, "reveal_leaf": big},
+            {
+                "builder": name,
+                "commit_leaf": big,
+                "kind": max(EVIDENCE_KINDS, key=len),
+                "reveal_leaf": big,
+            },
+        ]
+        largest = max(len(canonical_json.encode(obj)) for obj in listed_in)
+        size += len(canonical_json.encode(name)) + 1 + largest + 1
+    return size
 
 
 @dataclass(frozen=True)
@@ -121,6 +167,12 @@ class ProtocolConfig:
             object.__setattr__(self, "threshold", default_threshold(n))
         if not n < 2 * self.threshold <= 2 * n:
             raise UsageError(f"threshold {self.threshold} must be a majority of {n} builders")
+        largest = max_verdict_leaf_bytes(self.log.name, self.builders)
+        if largest > MAX_LEAF_BYTES:
+            raise UsageError(
+                f"a verdict of these {n} builders could take {largest} bytes, over the leaf "
+                f"limit of {MAX_LEAF_BYTES}: fewer builders or shorter names"
+            )
 
     def builder_key(self, name: str, time_ms: int) -> EntryVerifier | None:
         """The key that signs builder ``name``'s entries in a leaf stamped ``time_ms``: the first
@@ -173,7 +225,7 @@ def compute_verdict(job: JobState, threshold: int, reason: str) -> Verdict:
         elif not record.opens_commit:
             evidence.append(Evidence(builder, job.commits[builder][1], record.leaf_index))
         elif record.reveal.failure is not None:
-            failures.append(Failure(builder, record.reveal.failure))
+            failures.append(Failure(builder, record.leaf_index))
         else:
             assert record.reveal.output_digest is not None
             by_digest.setdefault(record.reveal.output_digest, []).append(builder)

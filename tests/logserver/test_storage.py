@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,20 @@ from logserver.core import canonical_json, note, tlog
 from logserver.core.checkpoint import Checkpoint
 from logserver.core.compact import Frontier
 from logserver.core.cosignature import CosignatureSigner
-from logserver.core.errors import OperationalError, UsageError
-from logserver.protocol.entries import Commit, Entry, Request
+from logserver.core.errors import FormatError, OperationalError, UsageError
+from logserver.http.service import LogConfig, LogService
+from logserver.protocol.entries import (
+    Commit,
+    Entry,
+    Request,
+    Reveal,
+    Verdict,
+    compute_commitment,
+)
 from logserver.protocol.fold import protocol_config
 from logserver.protocol.network import LogInfo, NetworkConfig, PreviousKey, WitnessInfo
-from logserver.protocol.rules import ProtocolViolation
-from logserver.protocol.signed import sign_entry
+from logserver.protocol.rules import ProtocolState, ProtocolViolation
+from logserver.protocol.signed import Leaf, sign_entry
 from logserver.sequencer import QueueFull, Sequencer
 from logserver.storage import LogStore
 
@@ -142,8 +152,10 @@ WITNESS_NAMES = [f"witness-{i}" for i in range(1, 5)]
 
 
 def builder_key(name: str, seed: int | None = None) -> note.Signer:
-    """The entry key of a witness (seed = its number unless given)."""
-    return note.Signer(name, bytes([seed or WITNESS_NAMES.index(name) + 1]) * 32)
+    """The entry key of a witness in ``network()``: seed = its number, except witness-1's,
+    whose key of seed 101 is replaced by seed 1 in ``network(rotated_at=...)``."""
+    default = 101 if name == "witness-1" else WITNESS_NAMES.index(name) + 1
+    return note.Signer(name, bytes([seed or default]) * 32)
 
 
 def network(network_id: str = "test.network", rotated_at: int | None = None) -> NetworkConfig:
@@ -183,7 +195,7 @@ class ProtocolLog:
 
 
 def test_a_log_restarts_after_a_key_rotation(tmp_path: Path) -> None:
-    old = builder_key("witness-1", 101)
+    old = builder_key("witness-1")
     first = ProtocolLog(tmp_path, network(), now_ms=1_000)
     request = Request({"name": "itoa", "version": "1.0.11"})
     first.submit(request, old)
@@ -197,7 +209,7 @@ def test_a_log_restarts_after_a_key_rotation(tmp_path: Path) -> None:
         with pytest.raises(ProtocolViolation) as refused:
             again.submit(other, old)
         assert refused.value.rule == "unregistered-key"
-        assert again.submit(other, builder_key("witness-1")) == 2
+        assert again.submit(other, builder_key("witness-1", 1)) == 2
     finally:
         again.close()
     # A log that kept the old config would refuse the new key's entry as history.
@@ -216,3 +228,123 @@ def test_a_log_refuses_entries_signed_for_another_network(tmp_path: Path) -> Non
         assert log.submit(request, key) == 0
     finally:
         log.close()
+
+
+# ---------------------------------------------------------------------- no entry stops the log
+
+
+class PoisonBatcher:
+    """Passes entries through, but fails (as a bug would) on a batch holding b"poison"."""
+
+    def prepare(self, submissions: Sequence[bytes]) -> tuple[list[bytes], list[int | Exception]]:
+        if b"poison" in submissions:
+            raise RuntimeError("the batcher broke on this entry")
+        return list(submissions), list(range(len(submissions)))
+
+    def committed(self) -> None:
+        pass
+
+
+def test_a_batch_that_cannot_be_prepared_is_refused_and_the_sequencer_goes_on(
+    tmp_path: Path,
+) -> None:
+    store = LogStore(tmp_path, ORIGIN)
+    seq = Sequencer(store, sign, batcher=PoisonBatcher(), tick=0.05)
+    seq.start()
+    assert seq.submit(b"before").result(10) == 0
+    with pytest.raises(OperationalError, match="broke on this entry"):
+        seq.submit(b"poison").result(10)
+    assert seq.healthy and seq.failed_batches == 1
+    assert seq.submit(b"after").result(10) == 1
+    seq.stop()
+    assert store.entries(0, 2) == [b"before", b"after"]
+
+
+def test_an_entry_too_large_for_a_bundle_is_refused_on_submission(tmp_path: Path) -> None:
+    seq = Sequencer(LogStore(tmp_path, ORIGIN), sign)
+    with pytest.raises(FormatError, match="65535"):
+        seq.submit(b"x" * 65_536)
+    seq.submit(b"x" * 65_535)  # queued
+
+
+def _job_with_reveals(log: ProtocolLog) -> str:
+    """A request, every witness's commit (the close follows) and every reveal."""
+    request = Request({"name": "itoa", "version": "1.0.11"})
+    log.submit(request, builder_key("witness-2"))
+    output, nonce = "11" * 32, "22" * 32
+    for name in WITNESS_NAMES:
+        commitment = compute_commitment(request.job, name, output, nonce)
+        log.submit(Commit(request.job, name, commitment), builder_key(name))
+    for name in WITNESS_NAMES:
+        reveal = Reveal(request.job, name, nonce, output_digest=output, manifest_sha256=output)
+        log.submit(reveal, builder_key(name))
+    return request.job
+
+
+def test_a_due_entry_that_cannot_be_logged_is_skipped_and_the_log_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The failure of issue 9: the due verdict's leaf cannot be encoded (it was over 65,535
+    # bytes). The rules now bound verdicts; should one still fail, the log must go on.
+    encode = Leaf.to_bytes
+
+    def to_bytes(leaf: Leaf) -> bytes:
+        if isinstance(leaf.entry.entry, Verdict):
+            raise FormatError("log leaf", "68766 bytes > 65535")
+        return encode(leaf)
+
+    monkeypatch.setattr(Leaf, "to_bytes", to_bytes)
+    log = ProtocolLog(tmp_path, network(), now_ms=1_000)
+    try:
+        job = _job_with_reveals(log)  # the last reveal makes the verdict due
+        assert log.sequencer.healthy
+        assert log.batcher.unloggable == {("verdict", job)}
+        assert log.batcher.state.jobs[job].verdict is None
+        other = Request({"name": "serde", "version": "1.0.0"})
+        assert log.submit(other, builder_key("witness-3")) == log.store.size() - 1
+        time.sleep(0.2)  # more ticks: the same skipped verdict is reported once
+        skipped = [r for r in caplog.records if "cannot be logged" in r.getMessage()]
+        assert len(skipped) == 1 and skipped[0].levelname == "ERROR"
+    finally:
+        log.close()
+
+
+def test_a_submission_that_breaks_the_batcher_is_refused_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply = ProtocolState.apply
+
+    def fragile(state: ProtocolState, leaf: Leaf) -> None:
+        entry = leaf.entry.entry
+        if isinstance(entry, Request) and entry.recipe.get("name") == "poison":
+            raise KeyError("a bug")
+        apply(state, leaf)
+
+    monkeypatch.setattr(ProtocolState, "apply", fragile)
+    log = ProtocolLog(tmp_path, network(), now_ms=1_000)
+    try:
+        key = builder_key("witness-2")
+        entries = [
+            canonical_json.encode(sign_entry(Request({"name": n}), key, "test.network").to_json())
+            for n in ("first", "poison", "last")
+        ]
+        leaves, outcomes = log.batcher.prepare(entries)
+        assert outcomes[0] == 0 and outcomes[2] == 1 and len(leaves) == 2
+        assert isinstance(outcomes[1], OperationalError) and "a bug" in str(outcomes[1])
+        log.batcher.committed = lambda: None  # type: ignore[method-assign]  # not durable
+        with pytest.raises(OperationalError, match="a bug"):
+            log.sequencer.submit(entries[1]).result(10)
+        assert log.sequencer.healthy
+        assert log.sequencer.submit(entries[0]).result(10) == 0
+    finally:
+        log.close()
+
+
+def test_the_log_service_exports_both_counts(tmp_path: Path) -> None:
+    service = LogService(LogConfig(tmp_path, SIGNER, network=network()))
+    assert service.protocol is not None
+    service.protocol.unloggable.add(("verdict", "00" * 32))
+    service.sequencer.failed_batches = 2
+    text = service.prometheus().decode()
+    assert "log_due_entries_unloggable 1.0" in text and "log_batches_failed 2.0" in text
+    service.store.close()

@@ -381,7 +381,11 @@ def test_failure_reveals() -> None:
     driver.tick(4 + REVEAL_DEADLINE)
     verdict = driver.verdict(job)
     assert verdict.outcome == "not-reproduced"
-    assert verdict.failures == (Failure(name(1), "linker not found"),)
+    reveal_leaf = driver.state.jobs[job].reveals[name(1)].leaf_index
+    assert verdict.failures == (Failure(name(1), reveal_leaf),)
+    assert driver.leaves[reveal_leaf].entry.entry == Reveal(
+        job, name(1), driver.nonces[job, name(1)], failure="linker not found"
+    )
     assert [e.builder for e in verdict.evidence] == [name(2)]
     assert verdict.groups == (Group(A, (name(3),)),) and verdict.missing == (name(4),)
 
@@ -711,9 +715,12 @@ def test_order_of_simultaneous_entries_does_not_change_the_verdict(
     driver, job, _ = play(at_once)
     reordered, _, _ = play(at_once | {"order_seed": other_order})
     first, second = driver.verdict(job), reordered.verdict(job)
-    # Only the leaf indices inside evidence may differ.
+    # Only the leaf indices inside evidence and failures may differ.
     assert [e.builder for e in first.evidence] == [e.builder for e in second.evidence]
-    assert dataclasses.replace(first, evidence=()) == dataclasses.replace(second, evidence=())
+    assert [f.builder for f in first.failures] == [f.builder for f in second.failures]
+    assert dataclasses.replace(first, evidence=(), failures=()) == dataclasses.replace(
+        second, evidence=(), failures=()
+    )
 
 
 def _tamperings(verdict: Verdict) -> list[Verdict]:
