@@ -111,6 +111,12 @@ def _log(commands: Commands) -> None:
     )
     s.add_argument("--max-batch", type=int, default=256, help="entries per batch at most")
     s.add_argument("--max-delay-ms", type=float, default=2.0, help="batch gathering time")
+    s.add_argument(
+        "--max-waiters",
+        type=int,
+        default=1024,
+        help="/latest-checkpoint requests that may wait at once; more are answered at once",
+    )
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_lazy("synchronicity.cmd_log", "serve"))
 

@@ -94,6 +94,7 @@ def serve(args: argparse.Namespace) -> int:
             check,
             max_batch=args.max_batch,
             max_delay=args.max_delay_ms / 1000,
+            max_waiters=args.max_waiters,
             network=network,
             blob_signers=accepted,
             deduplicate=bool(accepted),

@@ -27,6 +27,7 @@ from logserver.core import note, proof, tiles
 from logserver.core.checkpoint import Checkpoint
 from logserver.core.cosignature import CosignatureVerifier
 from logserver.core.errors import FormatError, UsageError, VerificationError
+from logserver.http.growth import DEFAULT_MAX_WAITERS
 from logserver.http.problems import ProblemError
 from logserver.protocol.fold import protocol_config
 from logserver.protocol.network import NetworkConfig
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 MAX_ENTRY_SIZE = 65_535  # an entry bundle prefixes each entry with a uint16 length
-MAX_WAIT_MS = 5000  # the longest /latest-checkpoint holds a request open
 
 EntryCheck = Callable[[bytes], None]
 """The log's admission policy: returns if an entry may be logged, raises the reason if not."""
@@ -88,6 +88,7 @@ class LogConfig:
     max_batch: int = 256
     max_delay: float = 0.002
     max_queue: int = 8192
+    max_waiters: int = DEFAULT_MAX_WAITERS  # /latest-checkpoint requests waiting at once
     network: NetworkConfig | None = None  # with witnesses: publish only cosigned checkpoints
     extra_routes: list[Callable[[FastAPI, LogService], None]] = field(default_factory=list)
 
@@ -268,15 +269,6 @@ class LogService:
         if self.network is not None:
             return self.store.published_size()
         return self.store.size()
-
-    async def latest_checkpoint(self, after: int, wait_ms: int) -> bytes | None:
-        """The newest checkpoint the log signed, witnessed or not, once the tree is larger
-        than ``after`` or ``wait_ms`` (at most ``MAX_WAIT_MS``) have passed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(wait_ms, MAX_WAIT_MS) / 1000
-        while self.store.size() <= after and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        return self.store.latest_checkpoint()
 
     def tile(self, path: str) -> tuple[bytes, bool]:
         """The tile at ``tile/<path>`` and whether it is full (and so never changes).

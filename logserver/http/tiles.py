@@ -3,7 +3,7 @@
 ``/checkpoint`` is the checkpoint clients should trust (with witnesses: the newest with a
 quorum of cosignatures) and is never cached (``no-store``); ``/latest-checkpoint`` is the newest
 the log signed, for witnesses and mirrors, and can wait for the tree to grow
-(``?after=N&wait_ms=M``).
+(``?after=N&wait_ms=M``): the sequencer wakes the waiters (``logserver.http.growth``).
 
 Tiles never change once served, partial ones included: a tile path names its width, and the
 first W hashes (or entries) of a tile are fixed forever once the tree holds them (c2sp.org/
@@ -21,6 +21,7 @@ import gzip
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from logserver.http.growth import TreeGrowth
 from logserver.http.service import LogService
 from logserver.http.wire import (
     IMMUTABLE,
@@ -43,6 +44,8 @@ async def gzipped(data: bytes) -> bytes:
 
 def add_routes(app: FastAPI, service: LogService) -> None:
     """Register the checkpoint and tile routes on ``app``."""
+    growth = TreeGrowth(service.store.size, service.config.max_waiters)
+    service.sequencer.add_listener(growth.on_integrated)
 
     @app.get("/checkpoint")
     async def checkpoint() -> Response:
@@ -65,4 +68,5 @@ def add_routes(app: FastAPI, service: LogService) -> None:
         ``wait_ms=M`` (at most 5000) it waits up to M ms for a tree larger than N."""
         after = optional_int_param(request, "after", -1)
         wait_ms = optional_int_param(request, "wait_ms", 0)
-        return checkpoint_response(await service.latest_checkpoint(after, wait_ms))
+        await growth.wait_beyond(after, wait_ms)
+        return checkpoint_response(service.store.latest_checkpoint())

@@ -93,6 +93,14 @@ class Connection:
             self.close()
         return response
 
+    def send(self, data: bytes) -> None:
+        """Send a request without waiting for its answer (``read`` takes it later)."""
+        self._connect().sendall(data)
+
+    def read(self, *, head: bool = False) -> RawResponse:
+        """The next answer on this connection."""
+        return self._read_response(head)
+
     def _fill(self) -> bool:
         assert self._sock is not None
         chunk = self._sock.recv(1 << 16)
