@@ -5,6 +5,12 @@ checked. Validity is prefix-closed (a prefix of a valid log is valid), and the m
 linear history, so checking entries [start, end) only ever means checking what lies beyond the
 checked prefix. Any leaf that breaks a rule, including a close or verdict that differs from
 what the rules compute, makes the check fail.
+
+The clock bounds (``validate_leaves``): no leaf more than ``MAX_SKEW_MS`` ahead of this
+witness's clock; and the proposal's new leaves (beyond ``start``, its certified parent) must
+not be more than ``MAX_SKEW_MS`` behind the clock at this validator's last acceptance, so a
+log that freezes its clock is refused. Leaves folded at start-up and the parent's leaves (a
+quorum certified them) are not judged behind, nor is the first proposal after a start.
 """
 
 from __future__ import annotations
@@ -40,22 +46,30 @@ class ProtocolValidator:
         self._state: ProtocolState = fold(config, store, checked)
         self._clock = clock
         self._lock = threading.Lock()
+        self._last_accepted_ms: int | None = None  # clock at the last accepted new leaves
 
     @property
     def state(self) -> ProtocolState:
         return self._state
 
     def check(self, store: LogStore, start: int, end: int) -> bool:
+        """Whether entries up to ``end`` obey the protocol; [start, end) are the proposal's
+        new leaves, those before ``start`` its parent's (certified by a quorum already)."""
         with self._lock:
             checked = self._state.size
             if end <= checked:
                 return True
+            now = int(self._clock() * 1000)
+            first_new = max(checked, start)
             try:
-                leaves = [Leaf.parse(data) for data in store.entries(checked, end)]
-                self._state = validate_leaves(
-                    self._state, leaves, int(self._clock() * 1000), MAX_SKEW_MS
+                parents = [Leaf.parse(data) for data in store.entries(checked, first_new)]
+                new = [Leaf.parse(data) for data in store.entries(first_new, end)]
+                state = validate_leaves(self._state, parents, now, MAX_SKEW_MS)
+                state = validate_leaves(
+                    state, new, now, MAX_SKEW_MS, last_accepted_ms=self._last_accepted_ms
                 )
             except SynchronicityError as e:
                 log.warning("entries break the build protocol", extra={"reason": str(e)})
                 return False
+            self._state, self._last_accepted_ms = state, now
             return True

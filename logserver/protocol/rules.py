@@ -430,13 +430,33 @@ class ProtocolState:
 
 
 def validate_leaves(
-    state: ProtocolState, leaves: Iterable[Leaf], now_ms: int, max_skew_ms: int
+    state: ProtocolState,
+    leaves: Iterable[Leaf],
+    now_ms: int,
+    max_skew_ms: int,
+    *,
+    last_accepted_ms: int | None = None,
 ) -> ProtocolState:
     """A witness's check of new leaves: applied to a copy of ``state``, which is returned.
 
-    Besides every rule of ``apply``, no leaf may be stamped more than ``max_skew_ms`` ahead
-    of the witness's clock ``now_ms``. ``state`` itself is never changed.
+    Besides every rule of ``apply``: no leaf may be stamped more than ``max_skew_ms`` ahead of
+    the witness's clock ``now_ms`` [``time-ahead``]; and, given ``last_accepted_ms`` (the
+    witness's clock when it last accepted new leaves), the newest leaf may not be stamped more
+    than ``max_skew_ms`` before that [``time-behind``], so a log cannot freeze its clock to
+    hold jobs open. The reference is the last acceptance rather than ``now_ms`` so that leaves
+    the log appended while the witnesses could not agree (an outage, a restart of all of them)
+    are not refused forever; without it (leaves folded at start-up, or certified by a quorum
+    already) nothing is judged behind. ``state`` itself is never changed.
     """
+    leaves = list(leaves)
+    if last_accepted_ms is not None and leaves:
+        newest = leaves[-1].time_ms
+        if newest < last_accepted_ms - max_skew_ms:
+            raise ProtocolViolation(
+                "time-behind",
+                state.size + len(leaves) - 1,
+                f"newest time {newest} < {last_accepted_ms} (last accepted) - skew {max_skew_ms}",
+            )
     new_state = state.copy()
     for leaf in leaves:
         if leaf.time_ms > now_ms + max_skew_ms:

@@ -564,6 +564,29 @@ def test_validate_leaves_checks_clock_and_leaves_state_alone() -> None:
     assert fresh == ProtocolState(make_config())
 
 
+def test_validate_leaves_bounds_the_clock_both_ways() -> None:
+    config = make_config(build=10**6)
+    driver = Driver(config)
+    job = driver.request(now=1_000)
+    driver.commit(job, 1, A, 1_000)
+    driver.commit(job, 2, A, 40_000)
+    leaves, fresh = list(driver.leaves), ProtocolState(config)
+
+    def check(now: int, last_accepted: int | None) -> ProtocolState:
+        return validate_leaves(fresh, leaves, now, 30_000, last_accepted_ms=last_accepted)
+
+    # Behind: the batch's newest leaf against the last acceptance; older ones may be older.
+    assert check(70_000, 70_000) == driver.state  # 30 s behind exactly
+    error = violation("time-behind", lambda: check(70_001, 70_001))
+    assert error.leaf_index == 2 and fresh.size == 0
+    assert check(10**9, 40_000) == driver.state  # proposed late, on time when appended
+    assert check(10**9, None) == driver.state  # nothing to compare with: not judged
+    # Ahead: every leaf against the clock now.
+    assert check(10_000, None) == driver.state  # 30 s ahead exactly
+    error = violation("time-ahead", lambda: check(9_999, None))
+    assert error.leaf_index == 2
+
+
 def test_apply_bytes() -> None:
     driver = Driver()
     job = driver.request()
