@@ -135,9 +135,13 @@ def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = 
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if not node.healthy:
-            return problem(503, "the consensus thread is not running")
-        return Response(b'{"status": "ready"}', media_type="application/json")
+        """Ready while every thread of the node runs; 503 naming those that do not."""
+        threads = node.threads()
+        dead = sorted(name for name, alive in threads.items() if not alive)
+        if dead:
+            return problem(503, f"not running: {', '.join(dead)}", threads=threads)
+        body = json.dumps({"status": "ready", "threads": threads}).encode()
+        return Response(body, media_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
