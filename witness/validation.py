@@ -71,5 +71,7 @@ class ProtocolValidator:
             except SynchronicityError as e:
                 log.warning("entries break the build protocol", extra={"reason": str(e)})
                 return False
-            self._state, self._last_accepted_ms = state, now
+            self._state = state
+            if new:  # certified leaves alone are no news of the log's clock
+                self._last_accepted_ms = now
             return True

@@ -123,3 +123,13 @@ def test_a_leaf_too_far_ahead_of_the_clock_is_refused(tmp_path: Path) -> None:
     assert not check.check(store, 2, append(store, 50_001, "a"))  # more than 30 s ahead
     clock.now_ms = 20_001
     assert check.check(store, 2, 3)  # 30 s ahead exactly
+
+
+def test_folding_certified_leaves_does_not_move_the_reference(tmp_path: Path) -> None:
+    store, check, clock = started(tmp_path, now_ms=20_000)
+    assert check.check(store, 2, append(store, 19_000, "a"))  # the reference: 20 000
+    size = append(store, 19_500, "b")
+    clock.now_ms = 600_000
+    assert check.check(store, size, size)  # a commit this witness did not vote for
+    # Appended (at 19 600) while consensus was stalled, proposed now: judged against 20 000.
+    assert check.check(store, size, append(store, 19_600, "c"))
