@@ -26,6 +26,7 @@ from logserver.core import canonical_json
 from logserver.core.errors import FormatError, OperationalError, RemoteError
 from logserver.core.policy import Policy
 from logserver.protocol.entries import Close, Commit, DiffReport, Entry, Request, Reveal, Verdict
+from logserver.protocol.requester import RequestSigner
 from logserver.protocol.signed import Leaf
 
 Progress = Callable[[str], None]
@@ -45,11 +46,19 @@ class LoggedEntry:
 
 
 class BuilderClient:
-    """The calls a user makes to a builder-witness: upload a crate, request a build."""
+    """The calls a user makes to a builder-witness: upload a crate, request a build.
 
-    def __init__(self, builder_url: str, timeout: float = 60.0) -> None:
+    Anyone may request a build of a crates.io release; uploading a local ``.crate`` and
+    requesting a build of it need a ``requester`` of the network config, whose key signs every
+    request (``X-Request-Signature``, logserver/protocol/requester.py).
+    """
+
+    def __init__(
+        self, builder_url: str, timeout: float = 60.0, requester: RequestSigner | None = None
+    ) -> None:
         self.builder_url = builder_url.rstrip("/")
         self._http = httpx.Client(timeout=timeout)
+        self.requester = requester
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -67,8 +76,11 @@ class BuilderClient:
         self.close()
 
     def _send(self, method: str, path: str, content: bytes, what: str) -> bytes:
+        headers = self.requester.headers(method, path, content) if self.requester else None
         try:
-            r = self._http.request(method, self.builder_url + path, content=content)
+            r = self._http.request(
+                method, self.builder_url + path, content=content, headers=headers
+            )
         except httpx.HTTPError as e:
             raise OperationalError(f"{what}: {e}") from e
         if r.status_code not in (200, 201):
@@ -82,7 +94,9 @@ class BuilderClient:
         self._send("PUT", f"/crate/{sha256}", data, "uploading the crate")
 
     def request(self, recipe: Recipe) -> tuple[str, int]:
-        """Ask the builder to log a request for ``recipe``; return (job, index of the request)."""
+        """Ask the builder to log a request for ``recipe``; return (job, index of the request).
+
+        A job the log already holds is answered with the index of its request."""
         body = self._send("POST", "/request", recipe.to_json(), "requesting the build")
         try:
             answer = canonical_json.parse(body, "request answer", max_bytes=MAX_BUILDER_ANSWER)

@@ -32,7 +32,7 @@ from synchronicity.client import (
     logged_entries,
     wait_published,
 )
-from synchronicity.cmd_network import NETWORK_FILE
+from synchronicity.cmd_network import NETWORK_FILE, REQUESTER_FILE, add_requester, read_requester
 from synchronicity.localnet import LocalNetwork
 
 
@@ -44,6 +44,7 @@ def _local_network(home: Path) -> LocalNetwork:
     directory = home / "network"
     if (directory / NETWORK_FILE).exists():
         _say(f"• reusing the local network in {directory}")
+        add_requester(directory)  # a network made before requesters: give it the user's key
         return LocalNetwork(directory)
     _say(f"• creating a local network (a log and 4 builder-witnesses) in {directory}")
     return LocalNetwork.create(directory)
@@ -55,11 +56,14 @@ def rebuild(args: argparse.Namespace) -> int:
     local = None
     if args.network:
         config = NetworkConfig.parse(Path(args.network).read_bytes())
+        network_dir = Path(args.network).parent
     else:
         local = _local_network(Path(args.home))
-        config = local.config
+        config, network_dir = local.config, local.dir
         _say("• starting the log and the builder-witnesses on 127.0.0.1")
         local.start()
+    if args.requester_key is None:
+        args.requester_key = network_dir / REQUESTER_FILE
     timings["network_s"] = time.monotonic() - started
     try:
         return _run(args, config, timings)
@@ -72,6 +76,8 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
     spec: str | Path = args.spec
     if str(args.spec).endswith(".crate"):
         spec = Path(args.spec)
+    # Anyone may ask for a crates.io release; a local .crate needs a requester's signature.
+    requester = read_requester(Path(args.requester_key), config) if isinstance(spec, Path) else None
     t = time.monotonic()
     recipe: Recipe = resolve_recipe(spec, progress=lambda line: _say(f"  {line}"))
     timings["recipe_s"] = time.monotonic() - t
@@ -79,7 +85,7 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
     policy = config.policy()
     with (
         LogClient(config.log.url, timeout=60.0) as client,
-        BuilderClient(config.witnesses[0].url) as builder,
+        BuilderClient(config.witnesses[0].url, requester=requester) as builder,
     ):
         if isinstance(spec, Path):
             builder.upload_crate(recipe.crate_sha256, spec.read_bytes())

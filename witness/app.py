@@ -1,7 +1,12 @@
 """The witness node's HTTP API: consensus messages in, status, health and metrics out.
 
 ``POST /consensus`` takes one signed envelope (witness/envelope.py) from another witness of the
-network; ``POST /add-checkpoint`` is the C2SP tlog-witness endpoint for other logs.
+network; ``POST /add-checkpoint`` is the C2SP tlog-witness endpoint for other logs. ``POST
+/request`` (a recipe to build) and ``PUT /crate/<sha256>`` (a local ``.crate`` for one) are
+admitted by ``witness.admission.RequestGate``: rate-limited per client, a crates.io recipe
+checked against the index, a local one or an upload signed by a requester of the network,
+each job logged once, the jobs waiting for a verdict bounded. Who may call what, with which
+bound, is the table in spec/api.md.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from builder import recipe as recipes
+from logserver.blobs import check_name
 from logserver.core.errors import FormatError, OperationalError, VerificationError
 from logserver.http.errors import Answer, answering, answers
-from logserver.http.problems import install_handlers, problem, read_body
+from logserver.http.problems import ProblemError, install_handlers, problem, read_body
 from logserver.protocol.entries import Request as BuildRequest
+from logserver.protocol.requester import REQUEST_SIGNATURE_HEADER
+from witness.admission import RequestGate, RequestLimits
 from witness.cosign.http import AddCheckpointHandler, add_routes
 from witness.envelope import MAX_MESSAGE
 from witness.node import WitnessNode
-
-MAX_CRATE = 64 << 20
+from witness.worker import SigningWriter
 
 # The shared table's answers (logserver/http/errors.py), with this node's own for its
 # environment failing: a busy or failing node asks the peer to retry soon; a failure of the
@@ -81,7 +88,12 @@ class _NodeCollector(Collector):
         yield events
 
 
-def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = None) -> FastAPI:
+def create_app(
+    node: WitnessNode,
+    add_checkpoint: AddCheckpointHandler | None = None,
+    limits: RequestLimits | None = None,
+) -> FastAPI:
+    """The witness's API over ``node``; ``limits`` bound its build requests and uploads."""
     app = FastAPI(title="Synchronicity witness", docs_url=None, redoc_url=None, openapi_url=None)
     if add_checkpoint is not None:
         add_routes(app, add_checkpoint)  # the C2SP tlog-witness endpoint, for other logs
@@ -100,30 +112,18 @@ def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = 
             node.receive(data)
         return Response(status_code=204)
 
-    @app.post("/request")
-    async def request_build(request: Request) -> Response:
-        """A client asks this builder to log a build request for a recipe (JSON)."""
-        if node.worker is None:
-            return problem(404, "this network's log takes no build requests")
-        body = await read_body(request, 1 << 20)
-        with answering(_BUILD_REQUEST):
-            recipe = recipes.from_json(body)
-            entry = BuildRequest(recipe.to_value())
-            index = await asyncio.to_thread(node.writer.add_entry, entry)
-        doc = {"job": entry.job, "index": index}
-        return Response(json.dumps(doc).encode(), media_type="application/json")
+    if node.worker is not None:
+        gate = RequestGate(node.network, node.mirror.store, node.log_client, limits)
+        _add_build_routes(app, node.writer, gate)
+    else:
 
-    @app.put("/crate/{sha256}")
-    async def upload_crate(sha256: str, request: Request) -> Response:
-        """A client hands over a local .crate; this builder stores it in the log's blobs."""
-        if node.worker is None:
+        @app.post("/request")
+        async def no_requests() -> Response:
             return problem(404, "this network's log takes no build requests")
-        data = await read_body(request, MAX_CRATE)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            return problem(400, "the crate's SHA-256 is not the one named")
-        with answering(_UPSTREAM):
-            await asyncio.to_thread(node.writer.put_blob, data)
-        return Response(status_code=201)
+
+        @app.put("/crate/{sha256}")
+        async def no_crates(sha256: str) -> Response:
+            return problem(404, "this network's log takes no build requests")
 
     @app.get("/status")
     async def status() -> Response:
@@ -148,3 +148,52 @@ def create_app(node: WitnessNode, add_checkpoint: AddCheckpointHandler | None = 
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _add_build_routes(app: FastAPI, node_writer: SigningWriter, gate: RequestGate) -> None:
+    """``POST /request`` and ``PUT /crate/<sha256>`` of a builder, admitted by ``gate``."""
+
+    @app.post("/request")
+    async def request_build(request: Request) -> Response:
+        """Anyone may ask for a crates.io release; a local recipe needs a requester."""
+        gate.take_token(_client(request))
+        signed = gate.requester(request.headers.get(REQUEST_SIGNATURE_HEADER))
+        body = await read_body(request, recipes.MAX_RECIPE_BYTES)
+        if signed is not None:
+            gate.check_signed(signed, "POST", "/request", body, "a signed request")
+        with answering(_BUILD_REQUEST):
+            recipe = recipes.from_json(body)
+        if recipe.source == recipes.SOURCE_LOCAL and signed is None:
+            gate.check_signed(None, "POST", "/request", body, "a build of a local crate")  # 401
+        if (index := await gate.existing(recipe.job_id)) is None:
+            await gate.check_index(recipe)
+            entry = BuildRequest(recipe.to_value())
+            with answering(_UPSTREAM):
+                admitted = await gate.request(entry.job, lambda: node_writer.add_entry(entry))
+            job, index, existing = admitted.job, admitted.index, admitted.existing
+        else:
+            job, existing = recipe.job_id, True
+        doc = {"job": job, "index": index, "existing": existing}
+        return Response(json.dumps(doc).encode(), media_type="application/json")
+
+    @app.put("/crate/{sha256}")
+    async def upload_crate(sha256: str, request: Request) -> Response:
+        """A requester hands over a local .crate; this builder stores it in the log's blobs."""
+        gate.take_token(_client(request))
+        with answering(_BUILD_REQUEST):
+            check_name(sha256)
+        signed = gate.requester(request.headers.get(REQUEST_SIGNATURE_HEADER))
+        path = f"/crate/{sha256}"
+        if signed is None:
+            gate.check_signed(None, "PUT", path, b"", "uploading a crate")
+        data = await read_body(request, gate.limits.max_crate_bytes)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ProblemError(400, "the crate's SHA-256 is not the one named")
+        gate.check_signed(signed, "PUT", path, data, "uploading a crate")
+        with answering(_UPSTREAM):
+            await asyncio.to_thread(node_writer.put_blob, data)
+        return Response(status_code=201)

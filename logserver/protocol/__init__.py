@@ -7,7 +7,9 @@
   the log must add (the same code runs in the log, every witness and every monitor);
 - :mod:`logserver.protocol.fold` — folding a log's leaves into the rules' state;
 - :mod:`logserver.protocol.network` — the network config; :mod:`logserver.protocol.verdict_proof`
-  — the consumer's offline check of a verdict proof file.
+  — the consumer's offline check of a verdict proof file;
+- :mod:`logserver.protocol.requester` — the signature a requester of the network config puts on
+  a request to a witness.
 
 Only the standard library, PyNaCl, :mod:`logserver.core` and this package are imported here
 (a test checks it); spec/protocol.md is the normative description.
@@ -33,4 +35,13 @@ the log owes a close and a ``failed`` verdict.
 ('deadline', 'failed')
 """
 
-__all__ = ["entries", "entry_json", "fold", "network", "rules", "signed", "verdict_proof"]
+__all__ = [
+    "entries",
+    "entry_json",
+    "fold",
+    "network",
+    "requester",
+    "rules",
+    "signed",
+    "verdict_proof",
+]

@@ -4,8 +4,8 @@ One JSON file, shared by every node and by the log (spec/network.md). It names t
 verifier key, URL), each witness (name, cosignature verifier key, URL), f, the consensus
 timeouts, the build protocol's threshold and deadlines, other C2SP logs the witnesses also
 co-sign through ``POST /add-checkpoint``, and the requesters whose signed requests the
-witnesses take (``logserver.protocol.requests``). Parsing is strict: unknown fields, wrong types,
-duplicate names or keys, and n != 3f+1 are errors. Pure: no I/O.
+witnesses take (``logserver.protocol.requester``). Parsing is strict: unknown fields, wrong
+types, duplicate names or keys, and n != 3f+1 are errors. Pure: no I/O.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ changes. A local binary crate goes the same way, and the verdict exports as in-t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -82,6 +83,10 @@ def test_rebuild_local_binary_crate_and_status(tmp_path: Path) -> None:
 
     net = LocalNetwork(home / "network").start()
     try:
+        # rebuild signed its upload with the network's requester key; nobody else may upload.
+        sha = hashlib.sha256(crate.read_bytes()).hexdigest()
+        unsigned = httpx.put(f"{net.config.witnesses[0].url}/crate/{sha}", content=b"x")
+        assert unsigned.status_code == 401, unsigned.text
         # A running network, named with --network: the job is found and proved again.
         config = str(home / "network" / "network.json")
         by_config = run_cli(

@@ -36,7 +36,9 @@ def run_job(
     net: LocalNetwork, client: LogClient, spec: str | Path, timeout: float = 600
 ) -> tuple[list[LoggedEntry], Verdict, int]:
     recipe = resolve_recipe(spec, progress=lambda line: None)
-    with BuilderClient(net.config.witnesses[0].url) as builder:
+    # A local .crate is uploaded and requested by the network's requester (signed requests).
+    requester = net.requester() if isinstance(spec, Path) else None
+    with BuilderClient(net.config.witnesses[0].url, requester=requester) as builder:
         if isinstance(spec, Path):
             builder.upload_crate(recipe.crate_sha256, spec.read_bytes())
         job, index = builder.request(recipe)
