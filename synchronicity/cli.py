@@ -117,6 +117,16 @@ def _log(commands: Commands) -> None:
         default=1024,
         help="/latest-checkpoint requests that may wait at once; more are answered at once",
     )
+    s.add_argument(
+        "--map-size",
+        default="64GiB",
+        help="LMDB map to start with, in bytes or with K/M/G/T (default %(default)s); it grows",
+    )
+    s.add_argument(
+        "--max-map-size",
+        default="4TiB",
+        help="the most the map may grow to; then new entries are refused with 507",
+    )
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=_lazy("synchronicity.cmd_log", "serve"))
 
@@ -216,6 +226,17 @@ def _network(commands: Commands) -> None:
     ni.add_argument("--hosts", help="host names, comma-separated: the log's, then each witness's")
     ni.add_argument("--force", action="store_true", help="replace an existing config")
     ni.set_defaults(func=_lazy("synchronicity.cmd_network", "init"))
+    nr = net.add_parser(
+        "rotate-key",
+        help="give a witness a new key; its old one signs nothing from now on",
+        description="Replace a witness's key in DIR: the new key goes to witness-I.key, the "
+        "old one to the config's previous_keys, valid for leaves stamped before now. Restart "
+        "the network with the new config (every node); the log's history still verifies, and "
+        "consensus starts a new epoch (spec/network.md).",
+    )
+    nr.add_argument("--dir", required=True, help="the network directory (network.json, keys)")
+    nr.add_argument("--witness", required=True, type=int, help="the witness's number, 1..n")
+    nr.set_defaults(func=_lazy("synchronicity.cmd_network", "rotate_key"))
 
 
 def _witness(commands: Commands) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import ipaddress
 import re
 import secrets
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from logserver.protocol.network import (
     ConsensusTimeouts,
     LogInfo,
     NetworkConfig,
+    PreviousKey,
     RequesterInfo,
     WitnessInfo,
 )
@@ -205,4 +207,35 @@ def init(args: argparse.Namespace) -> int:
         print(f"  {w.name} at {w.url} (key {directory / f'witness-{i}.key'})")
     print(f"  requester {REQUESTER_NAME} (key {directory / REQUESTER_FILE})")
     print(f"config {directory / NETWORK_FILE}; client policy {directory / POLICY_FILE}")
+    return 0
+
+
+def rotate_witness_key(directory: Path, number: int, now_ms: int) -> NetworkConfig:
+    """Give witness ``number`` (1..n) a fresh key in ``witness-<number>.key``; its current key
+    becomes a previous key valid for leaves stamped before ``now_ms`` (log time)."""
+    config = NetworkConfig.parse((directory / NETWORK_FILE).read_bytes())
+    if not 1 <= number <= config.n:
+        raise UsageError(f"--witness must be 1..{config.n}, not {number}")
+    old = config.witnesses[number - 1]
+    if old.previous_keys and old.previous_keys[-1].until_ms >= now_ms:
+        raise UsageError(f"{old.name}'s last key change is not in the past yet")
+    private, vkey = cosignature.generate_cosignature_key(old.name)
+    rotated = dataclasses.replace(
+        old, vkey=vkey, previous_keys=(*old.previous_keys, PreviousKey(old.vkey, now_ms))
+    )
+    witnesses = list(config.witnesses)
+    witnesses[number - 1] = rotated
+    config = dataclasses.replace(config, witnesses=tuple(witnesses))
+    write_private_key(directory / f"witness-{number}.key", private)
+    atomic_write(directory / NETWORK_FILE, config.to_json(), 0o644)
+    atomic_write(directory / POLICY_FILE, config.policy().to_bytes(), 0o644)
+    return config
+
+
+def rotate_key(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    config = rotate_witness_key(directory, args.witness, int(time.time() * 1000))
+    w = config.witnesses[args.witness - 1]
+    print(f"{w.name}: new key in {directory / f'witness-{args.witness}.key'} ({w.vkey})")
+    print("restart every node of the network with the new network.json and policy")
     return 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import logging
 import queue
 import threading
@@ -62,6 +63,17 @@ KEEP_ROUNDS = 1000  # blocks older than this many rounds are pruned (a setting: 
 MAX_PAYLOAD_BYTES = 4096  # a checkpoint note signed by the log alone is far smaller
 WATCH_WAIT_MS = 5000  # the watcher's long poll of the log
 _PAYLOAD_READY = (-1, b"")  # an inbox item: the log has a new checkpoint
+
+
+def consensus_epoch(network: NetworkConfig) -> bytes:
+    """The consensus network id: the network's id and a digest of its witnesses' current keys.
+
+    Every consensus signature is over it, so a change of keys (spec/network.md, key epochs)
+    starts a new consensus instance whose messages cannot be confused with the old one's; the
+    log, the mirror and what was co-signed carry over.
+    """
+    keys = b"".join(w.public_key for w in network.witnesses)
+    return network.network_id.encode() + b"#" + hashlib.sha256(keys).hexdigest()[:16].encode()
 
 
 def accept_all_entries(store: LogStore, start: int, end: int) -> bool:
@@ -193,7 +205,7 @@ class WitnessNode:
         if network.witnesses[self.index].public_key != signer.public_key:
             raise OperationalError("the key does not match this witness in the network config")
         self.config = consensus.ConsensusConfig(
-            network_id=network.network_id.encode(),
+            network_id=consensus_epoch(network),
             replicas=tuple((w.name, w.public_key) for w in network.witnesses),
             f=network.f,
             base_timeout_ms=network.timeouts.round_ms,
@@ -202,6 +214,8 @@ class WitnessNode:
         self._public_keys = tuple(key for _, key in self.config.replicas)
         self._secret = nacl.bindings.crypto_sign_seed_keypair(seed)[1]
         self.state = NodeState(data_dir / "state", self.config.network_id)
+        if self.state.begin_epoch(self.config.network_id):
+            log.warning("the witnesses' keys changed: consensus starts a new epoch")
         self.cosigned = cosigned
         self.log_client = LogClient(network.log.url, timeout=5.0)
         self.mirror = Mirror(

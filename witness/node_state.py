@@ -8,7 +8,10 @@ What the consensus core asks a driver to keep (spec/consensus.md, "Persistence o
 - the anchor: the proof of the last commit; each new anchor drops the stored blocks at or
   below it, so the store holds only the blocks above the last commit (bounded by pruning);
 - the last committed payload (the checkpoint the witness last acted on). Only the last one is
-  kept: a long-lived network must not grow this store with every commit.
+  kept: a long-lived network must not grow this store with every commit;
+- the consensus epoch the data belongs to (the consensus network id, which names the key set):
+  after a key change the consensus data of the old epoch is of no use (its certificates are
+  signed by old keys) and is dropped, while the committed payload stays.
 
 When the memory map fills up, it is grown (doubled, up to ``max_map_size``) and the write is
 retried; a write that still cannot be made raises OperationalError and the caller must not
@@ -114,6 +117,23 @@ class NodeState:
                 txn.drop(self._legacy_commits, delete=False)
 
         self._write(write)
+
+    def begin_epoch(self, epoch: bytes) -> bool:
+        """Make ``epoch`` current; True if the data of another epoch was dropped for it."""
+        with self._env.begin() as txn:
+            current = txn.get(b"epoch", db=self._meta)
+        if current is not None and bytes(current) == epoch:
+            return False
+
+        def write(txn: Any) -> None:
+            if current is not None:
+                for key in (b"safety", b"anchor"):
+                    txn.delete(key, db=self._meta)
+                txn.drop(self._blocks, delete=False)
+            txn.put(b"epoch", epoch, db=self._meta)
+
+        self._write(write)
+        return current is not None
 
     # ----- reads -------------------------------------------------------------------------
 
