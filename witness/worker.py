@@ -445,7 +445,7 @@ class BuildWorker:
         if legacy is not None:  # the first worker committed (or meant to): keep its nonce
             record = dataclasses.replace(
                 record,
-                state="built",
+                state="committed" if legacy.get("committed") else "built",
                 nonce=legacy["nonce"],
                 output_digest=legacy.get("digest"),
                 failure=legacy.get("failure"),

@@ -191,7 +191,8 @@ class JobRecords:
         return sorted(found, key=lambda r: r.request_index)
 
     def legacy(self, job: str) -> dict[str, str] | None:
-        """The first worker's record of ``job`` (nonce, and digest or failure), if any."""
+        """The first worker's record of ``job`` (nonce, digest or failure, and ``committed``
+        when the log took its commit), if any."""
         path = self._legacy_dir / f"{job}.json"
         if not path.exists():
             return None
@@ -203,4 +204,4 @@ class JobRecords:
                 raise ValueError("neither a digest nor a failure")
         except ValueError as e:
             raise OperationalError(f"the job record {path} is corrupt: {e}") from e
-        return {k: v for k, v in value.items() if k in ("nonce", "digest", "failure")}
+        return {k: v for k, v in value.items() if k in ("nonce", "digest", "failure", "committed")}

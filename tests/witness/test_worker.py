@@ -550,6 +550,27 @@ def builtin_diff(left: Path, right: Path) -> bytes:
 # ----- the records ---------------------------------------------------------------------
 
 
+def test_an_upgraded_builder_reveals_what_the_first_worker_committed(
+    tmp_path: Path, running: list[BuildWorker]
+) -> None:
+    log = FakeLog([ME, KEYS[1]], LogClock())
+    job = log.request("1.0.0")
+    # The first worker's state: its record (nonce, digest) and cursor; its commit is logged.
+    digest, nonce = "1" * 64, "2" * 64
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / f"{job}.json").write_text(
+        json.dumps({"nonce": nonce, "digest": digest, "committed": "yes"})
+    )
+    (tmp_path / "cursor").write_text(str(log.size()))
+    log.submit(Commit(job, ME.name, compute_commitment(job, ME.name, digest, nonce)), ME)
+    log.submit(Commit(job, KEYS[1].name, "e" * 64), KEYS[1])
+    worker = start(log, tmp_path, builds_bytes(), running)
+    wait_for(lambda: log.attempts(Reveal) == 1)
+    reveal = log.entries(Reveal)[0]
+    assert (reveal.nonce, reveal.output_digest) == (nonce, digest)
+    assert worker.stats["builds_ok"] == 0 and log.attempts(Commit) == 0
+
+
 def test_a_corrupt_record_is_an_error_not_a_reset(tmp_path: Path) -> None:
     records = tmp_path / "records"
     records.mkdir()
