@@ -20,6 +20,8 @@ True
 __all__ = [
     "archive",
     "build",
+    "container",
+    "debian",
     "diff",
     "fstree",
     "image",
@@ -28,5 +30,6 @@ __all__ = [
     "recipe",
     "sandbox",
     "sources",
+    "standins",
     "toolchain",
 ]

@@ -215,6 +215,8 @@ def build_crate(
     with tempfile.TemporaryDirectory(prefix="synchronicity-src-") as tmp:
         sources = prepare_sources(recipe, Path(tmp), store, local_crate=local_crate)
         progress(f"sources of {recipe.spec} verified ({len(sources.vendored)} dependencies)")
+        for package, reason in sources.stand_ins:
+            progress(f"{package.spec} not fetched ({reason}): a manifest-only stand-in")
         _cleanup_once(client)
         job = SandboxJob(
             job_id=recipe.job_id,

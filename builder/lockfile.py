@@ -22,6 +22,9 @@ _PACKAGE_KEYS = {"name", "version", "source", "checksum", "dependencies"}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_EDGE = re.compile(
+    r"(?P<name>[A-Za-z0-9_-]{1,64})( (?P<version>[^ ()]+))?( \((?P<source>[^)]+)\))?"
+)
 _METADATA_KEY = re.compile(r"checksum (?P<name>\S+) (?P<version>\S+) \((?P<source>[^)]+)\)")
 
 
@@ -33,6 +36,8 @@ class LockedPackage:
     version: str
     from_crates_io: bool
     checksum: str | None
+    # The locked dependency edges as written: "name", "name version" or "name version (source)".
+    dependencies: tuple[str, ...] = ()
 
     @property
     def spec(self) -> str:
@@ -62,7 +67,9 @@ def _package(raw: Any, metadata_checksums: dict[tuple[str, str, str], str]) -> L
     if source is None:
         if checksum is not None:
             raise _bad(f"path package {name}@{version} must not carry a checksum")
-        return LockedPackage(name, version, from_crates_io=False, checksum=None)
+        return LockedPackage(
+            name, version, from_crates_io=False, checksum=None, dependencies=tuple(dependencies)
+        )
     if source not in CRATES_IO_SOURCES:
         raise _bad(f"{name}@{version} comes from unsupported source {source!r}")
     if metadata_checksums:
@@ -71,7 +78,9 @@ def _package(raw: Any, metadata_checksums: dict[tuple[str, str, str], str]) -> L
         checksum = metadata_checksums.get((name, version, source))
     if not isinstance(checksum, str) or _SHA256.fullmatch(checksum) is None:
         raise _bad(f"{name}@{version} lacks a valid SHA-256 checksum")
-    return LockedPackage(name, version, from_crates_io=True, checksum=checksum)
+    return LockedPackage(
+        name, version, from_crates_io=True, checksum=checksum, dependencies=tuple(dependencies)
+    )
 
 
 def _metadata_checksums(metadata: Any) -> dict[tuple[str, str, str], str]:
@@ -114,6 +123,23 @@ def parse_cargo_lock(text: str) -> list[LockedPackage]:
     if len(set(keys)) != len(keys):
         raise _bad("a package appears twice")
     return sorted(packages, key=lambda package: (package.name, package.version))
+
+
+def dependency_of(packages: list[LockedPackage], edge: str) -> LockedPackage:
+    """The package a dependency edge (``name``, ``name version``, ``name version (source)``)
+    names, or FormatError if it names none or several."""
+    match = _EDGE.fullmatch(edge)
+    if match is None:
+        raise _bad(f"dependency {edge!r} is not valid")
+    found = [
+        package
+        for package in packages
+        if package.name == match["name"]
+        and (match["version"] is None or package.version == match["version"])
+    ]
+    if len(found) != 1:
+        raise _bad(f"dependency {edge!r} names {len(found)} packages")
+    return found[0]
 
 
 def root_package(packages: list[LockedPackage], name: str, version: str) -> LockedPackage:

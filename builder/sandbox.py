@@ -29,16 +29,18 @@ from builder.container import (
     run_container,
 )
 from builder.image import FIXED_EPOCH
-from builder.sources import SANDBOX_DEPS_DIR
+from builder.sources import SANDBOX_DEPS_DIR, STAND_INS_FILE
 
 TOOLCHAIN_DIR = "/opt/rust"
 SRC_DIR = "/build/src"
 TARGET_DIR = "/build/target"
 SANDBOX_TMP = "/tmp"  # noqa: S108 (a tmpfs inside the container)
 CARGO_HOME = f"{SANDBOX_TMP}/cargo-home"
+STAND_INS = f"{SANDBOX_DEPS_DIR}/{STAND_INS_FILE}"
 EXIT_SETUP_FAILED = 120
 EXIT_NO_PROFILE_DIR = 121
 EXIT_TAR_FAILED = 122
+EXIT_STAND_IN_COMPILED = 123
 
 REASON_TIMEOUT = "timeout"
 REASON_OOM = "out-of-memory"
@@ -126,14 +128,9 @@ def sandbox_environment(job: SandboxJob) -> dict[str, str]:
     }
 
 
-def cargo_arguments(job: SandboxJob) -> list[str]:
+def _selection(job: SandboxJob) -> list[str]:
+    """The arguments shared by ``cargo build`` and ``cargo tree``: lock, target, features."""
     arguments = [
-        "cargo",
-        "build",
-        "--locked",
-        "--offline",
-        "--profile",
-        job.profile,
         "--target",
         job.target,
         "--config",
@@ -146,6 +143,32 @@ def cargo_arguments(job: SandboxJob) -> list[str]:
     return arguments
 
 
+def cargo_arguments(job: SandboxJob) -> list[str]:
+    return ["cargo", "build", "--locked", "--offline", "--profile", job.profile, *_selection(job)]
+
+
+def stand_in_check(job: SandboxJob) -> list[str]:
+    """Shell lines that refuse a build compiling a stand-in (a package not fetched)."""
+    tree = ["cargo", "tree", "--locked", "--offline", *_selection(job)]
+    tree += ["-e", "normal,build", "--prefix", "none"]
+    listing, needed = f"{SANDBOX_TMP}/cargo-tree.txt", f"{SANDBOX_TMP}/stand-ins-needed.txt"
+    return [
+        f"if [ -s {STAND_INS} ]; then",
+        "  echo 'synchronicity: manifest-only stand-ins for locked packages that could not be"
+        " fetched:' 1>&2",
+        f"  cat {STAND_INS} 1>&2",
+        f"  {shlex.join(tree)} --format '{{p}}' >{listing} || exit $?",
+        f"  sed 's/ (\\*)$//' {listing} | grep -F -x -f {STAND_INS} >{needed}",
+        f"  if [ -s {needed} ]; then",
+        "    echo 'synchronicity: the build compiles locked packages that could not be"
+        " fetched:' 1>&2",
+        f"    cat {needed} 1>&2",
+        f"    exit {EXIT_STAND_IN_COMPILED}",
+        "  fi",
+        "fi",
+    ]
+
+
 def sandbox_command(job: SandboxJob) -> list[str]:
     """The container command: build with output on stderr, then tar the artifacts to stdout."""
     profile_dir = f"{TARGET_DIR}/{job.target}/{profile_dir_name(job.profile)}"
@@ -153,6 +176,7 @@ def sandbox_command(job: SandboxJob) -> list[str]:
         [
             "umask 022",
             f"mkdir -p {CARGO_HOME} || exit {EXIT_SETUP_FAILED}",
+            *stand_in_check(job),
             shlex.join(cargo_arguments(job)) + " 1>&2",
             "status=$?",
             'if [ "$status" -ne 0 ]; then exit "$status"; fi',

@@ -1,12 +1,18 @@
 """Fetching and vendoring a recipe's sources, outside the sandbox (the I/O edge).
 
-Every ``.crate`` is checked against the crates.io sparse index ``cksum`` and, for
-dependencies, against the ``Cargo.lock`` checksum too; any mismatch is a VerificationError
-naming the crate, raised before anything is unpacked or built. Downloads are cached on disk by
-content (``<cache>/crates/<sha256>.crate``), re-verified on every use. The result is a source
-tree (the crate with the pinned ``Cargo.lock``) and a ``deps`` tree: ``vendor/`` with one
-unpacked directory per dependency (each with ``.cargo-checksum.json``) and ``config.toml``
-that replaces crates.io with that directory at its fixed sandbox path.
+Every ``.crate`` is checked before anything is built: the crate's own against the recipe's
+``crate_sha256``, each dependency against its ``Cargo.lock`` checksum (as cargo does); any
+mismatch is a VerificationError naming the crate. The sparse index is read once, when a recipe
+is made (``resolve_recipe``); a later, possibly stale copy of it never decides: the crate's own
+``cksum`` in it may only contradict the recipe (a VerificationError), a version missing from
+it is no error. Downloads are cached on disk by content (``<cache>/crates/<sha256>.crate``),
+re-verified on every use. The result is a source tree (the crate with the pinned
+``Cargo.lock``) and a ``deps`` tree: ``vendor/`` with one directory per locked package (each
+with ``.cargo-checksum.json``) and ``config.toml`` that replaces crates.io with that directory
+at its fixed sandbox path. A locked package that cannot be fetched (a checksum mismatch can
+never be excused) is vendored as a manifest-only stand-in (:mod:`builder.standins`) and named
+in ``stand-ins.txt`` beside ``config.toml``; the sandbox refuses to build if the build compiles
+one.
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ import hashlib
 import io
 import json
 import os
+import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.archive import safe_extract
 from builder.image import cache_dir
-from builder.lockfile import LockedPackage, parse_cargo_lock, root_package
+from builder.lockfile import LockedPackage, dependency_of, parse_cargo_lock, root_package
 from builder.recipe import SOURCE_LOCAL, Recipe
+from builder.standins import activating_features, requested_features, stub_manifest, tree_line
 from logserver.core import canonical_json
 from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError
 
@@ -33,6 +42,8 @@ MAX_CRATE_BYTES = 64 << 20
 MAX_INDEX_BYTES = 16 << 20
 # Where the sandbox mounts the deps tree; config.toml points cargo there.
 SANDBOX_DEPS_DIR = "/build/deps"
+# Beside config.toml: the stand-ins, one `name vVERSION` line each (cargo tree's naming).
+STAND_INS_FILE = "stand-ins.txt"
 
 
 def index_path(name: str) -> str:
@@ -45,10 +56,13 @@ def index_path(name: str) -> str:
     return f"{lower[0:2]}/{lower[2:4]}/{lower}"
 
 
-def _http_get(url: str, limit: int) -> bytes:
+def _http_get(url: str, limit: int, *, fresh: bool = False) -> bytes:
     if not url.startswith("https://"):
         raise UsageError(f"refusing to fetch {url}: only https URLs")
-    request = urllib.request.Request(url, headers={"User-Agent": "synchronicity-builder"})  # noqa: S310
+    headers = {"User-Agent": "synchronicity-builder"}
+    if fresh:  # ask caches on the way to revalidate (index files change; crates never do)
+        headers["Cache-Control"] = "no-cache"
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 (https only)
             data: bytes = response.read(limit + 1)
@@ -81,6 +95,7 @@ class CrateStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or cache_dir() / "crates"
         self._index: dict[str, str] = {}
+        self._index_files: dict[str, str] = {}
 
     def path_for(self, sha256: str) -> Path:
         return self.root / f"{sha256}.crate"
@@ -109,15 +124,25 @@ class CrateStore:
             )
         return data
 
+    def index_file(self, name: str) -> str:
+        """The text of the sparse-index file of ``name`` (fetched once per store)."""
+        key = name.lower()
+        if key not in self._index_files:
+            data = _http_get(INDEX_URL + index_path(name), MAX_INDEX_BYTES, fresh=True)
+            try:
+                self._index_files[key] = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FormatError("crates.io index file", f"{name}: {exc}") from exc
+        return self._index_files[key]
+
     def index_cksum(self, name: str, version: str) -> str:
-        """The crates.io index ``cksum`` of ``name@version`` (fetched once per process)."""
+        """The crates.io index ``cksum`` of ``name@version`` (fetched once per store)."""
         key = f"{name}@{version}"
         if key not in self._index:
-            text = _http_get(INDEX_URL + index_path(name), MAX_INDEX_BYTES).decode("utf-8")
-            self._index[key] = index_cksum_from_entries(text, name, version)
+            self._index[key] = index_cksum_from_entries(self.index_file(name), name, version)
         return self._index[key]
 
-    def fetch(self, name: str, version: str, sha256: str) -> bytes:
+    def fetch(self, name: str, version: str, sha256: str, pinned_by: str = "expected") -> bytes:
         """The ``.crate`` of ``name@version`` with the given SHA-256, from cache or crates.io."""
         spec = f"{name}@{version}"
         data = self.cached(sha256, spec)
@@ -127,7 +152,7 @@ class CrateStore:
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise VerificationError(
-                f"crate {spec}: downloaded file has SHA-256 {actual}, expected {sha256}"
+                f"crate {spec}: downloaded file has SHA-256 {actual}, {pinned_by} {sha256}"
             )
         self.put(data)
         return data
@@ -135,11 +160,16 @@ class CrateStore:
 
 @dataclass(frozen=True)
 class PreparedSources:
-    """Host directories ready to be mounted into the sandbox."""
+    """Host directories ready to be mounted into the sandbox.
+
+    ``vendored``: the locked packages downloaded and verified; ``stand_ins``: those that could
+    not be fetched (with the reason), vendored as manifest-only stand-ins.
+    """
 
     src_dir: Path
     deps_dir: Path
     vendored: tuple[LockedPackage, ...]
+    stand_ins: tuple[tuple[LockedPackage, str], ...] = ()
 
 
 def verified_crate(recipe: Recipe, store: CrateStore, local_crate: Path | None) -> bytes:
@@ -160,32 +190,40 @@ def verified_crate(recipe: Recipe, store: CrateStore, local_crate: Path | None) 
         if cached is None:
             raise UsageError(f"local crate {spec} ({recipe.crate_sha256}) is not in the cache")
         return cached
-    cksum = store.index_cksum(recipe.name, recipe.version)
-    if cksum != recipe.crate_sha256:
+    try:
+        cksum: str | None = store.index_cksum(recipe.name, recipe.version)
+    except UsageError:  # not in this copy of the index (a stale cache): it decides nothing
+        cksum = None
+    if cksum is not None and cksum != recipe.crate_sha256:
         raise VerificationError(
             f"crate {spec}: crates.io index cksum {cksum} differs from the recipe's "
             f"{recipe.crate_sha256}"
         )
-    return store.fetch(recipe.name, recipe.version, cksum)
+    return store.fetch(recipe.name, recipe.version, recipe.crate_sha256, "the recipe pins")
 
 
 def fetch_dependencies(
     packages: list[LockedPackage], store: CrateStore
-) -> list[tuple[LockedPackage, bytes]]:
-    """Download and verify every crates.io package of a lockfile (lockfile AND index)."""
-    fetched = []
-    for package in packages:
+) -> tuple[list[tuple[LockedPackage, bytes]], list[tuple[LockedPackage, str]]]:
+    """Download the crates.io packages, each verified against its lockfile checksum.
+
+    Returns the fetched ones and, with the reason, those that could not be fetched. A
+    download whose SHA-256 differs from the lockfile is a VerificationError, never excused.
+    """
+    fetched, unavailable = [], []
+    for package in sorted(packages, key=lambda p: (p.name, p.version)):
         if not package.from_crates_io:
             continue
         assert package.checksum is not None
-        cksum = store.index_cksum(package.name, package.version)
-        if cksum != package.checksum:
-            raise VerificationError(
-                f"crate {package.spec}: Cargo.lock checksum {package.checksum} differs from "
-                f"the crates.io index cksum {cksum}"
+        try:
+            data = store.fetch(
+                package.name, package.version, package.checksum, "Cargo.lock checksum"
             )
-        fetched.append((package, store.fetch(package.name, package.version, cksum)))
-    return fetched
+        except OperationalError as exc:
+            unavailable.append((package, str(exc)))
+            continue
+        fetched.append((package, data))
+    return fetched, unavailable
 
 
 def cargo_config_text() -> str:
@@ -195,6 +233,18 @@ def cargo_config_text() -> str:
         "[source.vendored-sources]\n"
         f'directory = "{SANDBOX_DEPS_DIR}/vendor"\n'
     )
+
+
+def _manifest(package_dir: Path, spec: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads((package_dir / "Cargo.toml").read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise FormatError(f"crate {spec}", f"Cargo.toml is not readable TOML: {exc}") from exc
+
+
+def _write_checksum(package_dir: Path, package: LockedPackage) -> None:
+    checksum: dict[str, object] = {"files": {}, "package": package.checksum}
+    (package_dir / ".cargo-checksum.json").write_text(json.dumps(checksum))
 
 
 def prepare_sources(
@@ -209,7 +259,7 @@ def prepare_sources(
     crate = verified_crate(recipe, store, local_crate)
     packages = parse_cargo_lock(recipe.cargo_lock)
     root_package(packages, recipe.name, recipe.version)
-    dependencies = fetch_dependencies(packages, store)
+    dependencies, unavailable = fetch_dependencies(packages, store)
 
     src_dir = work_dir / "src"
     src_dir.mkdir(parents=True)
@@ -238,11 +288,32 @@ def prepare_sources(
             strip_prefix=f"{package.name}-{package.version}",
             compressed=True,
         )
-        checksum: dict[str, object] = {"files": {}, "package": package.checksum}
-        (package_dir / ".cargo-checksum.json").write_text(json.dumps(checksum))
+        _write_checksum(package_dir, package)
+    if unavailable:
+        fetched = {
+            p: _manifest(vendor_dir / f"{p.name}-{p.version}", p.spec) for p, _ in dependencies
+        }
+        manifests = [_manifest(src_dir, recipe.spec), *fetched.values()]
+        for package, _ in unavailable:
+            package_dir = vendor_dir / f"{package.name}-{package.version}"
+            package_dir.mkdir()
+            features = set().union(*(requested_features(m, package.name) for m in manifests))
+            asks = {}
+            for dependency in (dependency_of(packages, edge) for edge in package.dependencies):
+                if dependency in fetched:
+                    locked = {dependency_of(packages, e).name for e in dependency.dependencies}
+                    asks[dependency] = activating_features(fetched[dependency], locked)
+            stub = stub_manifest(package, packages, features, asks)
+            (package_dir / "Cargo.toml").write_text(stub)
+            (package_dir / "lib.rs").write_text("")
+            _write_checksum(package_dir, package)
+    (deps_dir / STAND_INS_FILE).write_text("".join(f"{tree_line(p)}\n" for p, _ in unavailable))
     (deps_dir / "config.toml").write_text(cargo_config_text())
     for directory in (work_dir, src_dir, deps_dir):
         directory.chmod(0o755)
     return PreparedSources(
-        src_dir=src_dir, deps_dir=deps_dir, vendored=tuple(package for package, _ in dependencies)
+        src_dir=src_dir,
+        deps_dir=deps_dir,
+        vendored=tuple(package for package, _ in dependencies),
+        stand_ins=tuple(unavailable),
     )

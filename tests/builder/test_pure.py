@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,11 @@ from builder.debian import (
 from builder.diff import DiffLimits, FileFacts, builtin_report, diff_outputs, diffoscope_command
 from builder.fstree import tree_digest
 from builder.image import lock_path
-from builder.lockfile import parse_cargo_lock, root_package
+from builder.lockfile import dependency_of, parse_cargo_lock, root_package
 from builder.manifest import Artifact, Manifest, artifact_kind, collect_manifest, manifest_from_json
 from builder.sandbox import SandboxJob, cargo_arguments, sandbox_command, sandbox_environment
 from builder.sources import cargo_config_text, index_cksum_from_entries, index_path
+from builder.standins import activating_features, requested_features, stub_manifest, tree_line
 from builder.toolchain import parse_rustc_version
 from logserver.core.errors import FormatError, UsageError
 
@@ -448,3 +450,109 @@ def test_diffoscope_command_is_bounded() -> None:
     assert "--max-text-report-size=1000" in command
     assert "--timeout=30" in command
     assert command[-2:] == ["/diff/left", "/diff/right"]
+
+
+LOCK_WITH_DEV = f"""version = 4
+
+[[package]]
+name = "app"
+version = "0.1.0"
+dependencies = ["itoa", "toml 0.8.2", "toml 0.9.0", "trybuild"]
+
+[[package]]
+name = "itoa"
+version = "1.0.11"
+source = "{REGISTRY}"
+checksum = "{SUM}"
+
+[[package]]
+name = "toml"
+version = "0.8.2"
+source = "{REGISTRY}"
+checksum = "{"1" * 64}"
+
+[[package]]
+name = "toml"
+version = "0.9.0"
+source = "{REGISTRY}"
+checksum = "{"2" * 64}"
+dependencies = ["toml_parser"]
+
+[[package]]
+name = "toml_parser"
+version = "1.0.0"
+source = "{REGISTRY}"
+checksum = "{"3" * 64}"
+
+[[package]]
+name = "trybuild"
+version = "1.0.125"
+source = "{REGISTRY}"
+checksum = "{"4" * 64}"
+dependencies = ["itoa", "toml 0.8.2", "toml 0.9.0"]
+"""
+
+
+def test_lockfile_dependency_edges() -> None:
+    packages = parse_cargo_lock(LOCK_WITH_DEV)
+    app = root_package(packages, "app", "0.1.0")
+    assert dependency_of(packages, "itoa").spec == "itoa@1.0.11"
+    assert dependency_of(packages, "toml 0.9.0").spec == "toml@0.9.0"
+    assert dependency_of(packages, f"itoa 1.0.11 ({REGISTRY})").spec == "itoa@1.0.11"
+    assert [dependency_of(packages, e).spec for e in app.dependencies][-1] == "trybuild@1.0.125"
+    for ambiguous_or_absent in ("toml", "serde", "itoa 2.0.0", "bad name!"):
+        with pytest.raises(FormatError):
+            dependency_of(packages, ambiguous_or_absent)
+
+
+def test_stand_in_manifest_reproduces_the_locked_dependencies() -> None:
+    packages = parse_cargo_lock(LOCK_WITH_DEV)
+    trybuild = dependency_of(packages, "trybuild")
+    root_manifest = {
+        "dependencies": {"itoa": "1"},
+        "dev-dependencies": {
+            "trybuild": {"version": "1.0.108", "features": ["diff", "not a feature!"]},
+        },
+        "target": {"cfg(unix)": {"dev-dependencies": {"tb": {"package": "trybuild"}}}},
+        "features": {"x": ["tb?/extra"]},
+    }
+    asked = requested_features(root_manifest, "trybuild")
+    assert asked == {"diff", "extra"}
+    toml_manifest = {
+        "dependencies": {
+            "toml_parser": {"version": "1", "optional": True},
+            "serde": {"optional": True},
+        },
+        "features": {"parse": ["dep:toml_parser"], "default": ["parse", "display"], "display": []},
+    }
+    toml_09 = dependency_of(packages, "toml 0.9.0")
+    assert activating_features(toml_manifest, {"toml_parser"}) == {"parse"}
+    assert activating_features({"dependencies": {"serde": {"optional": True}}}, {"serde"}) == {
+        "serde"
+    }
+    assert activating_features(toml_manifest, set()) == set()
+    text = stub_manifest(trybuild, packages, asked, {toml_09: {"parse"}})
+    stub = tomllib.loads(text)
+    assert stub["package"] == {"name": "trybuild", "version": "1.0.125", "edition": "2015"}
+    assert stub["features"] == {"diff": [], "extra": []}
+    assert stub["dependencies"] == {
+        "itoa": {
+            "package": "itoa",
+            "version": "=1.0.11",
+            "default-features": False,
+            "features": [],
+        },
+        "toml-0_8_2": {
+            "package": "toml",
+            "version": "=0.8.2",
+            "default-features": False,
+            "features": [],
+        },
+        "toml-0_9_0": {
+            "package": "toml",
+            "version": "=0.9.0",
+            "default-features": False,
+            "features": ["parse"],
+        },
+    }
+    assert tree_line(trybuild) == "trybuild v1.0.125"
