@@ -20,6 +20,7 @@ True
 __all__ = [
     "archive",
     "build",
+    "choice",
     "container",
     "debian",
     "diff",

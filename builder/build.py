@@ -1,7 +1,9 @@
 """The one-call builder API: make a recipe, build it, get the output manifest and digest.
 
-``resolve_recipe("itoa@1.0.11")`` (or a path to a local ``.crate``) pins a crate, its
-``Cargo.lock``, this machine's toolchain and build image into a Recipe.
+``resolve_recipe("itoa@1.0.11")`` (or ``"itoa"`` for the newest version, or a path to a local
+``.crate``) pins a crate, its ``Cargo.lock``, the features to build (by default what the crate
+asks docs.rs to build, else its defaults), this machine's toolchain and build image into a
+Recipe.
 ``build_crate(recipe, out_dir)`` verifies and vendors the sources, checks that this machine's
 toolchain and image are the ones the recipe pins, runs the sandbox and returns a BuildResult;
 ``out_dir`` receives ``recipe.json``, ``build.log``, ``manifest.json`` and ``artifacts/``.
@@ -18,10 +20,12 @@ import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 
 from builder.archive import safe_extract
+from builder.choice import docs_rs_features
 from builder.container import remove_leftover_containers
 from builder.image import (
     ImageConfig,
@@ -32,7 +36,14 @@ from builder.image import (
     stderr_progress,
 )
 from builder.manifest import Manifest, collect_manifest
-from builder.recipe import ARTIFACT_KINDS, DEFAULT_TARGET, SOURCE_CRATES_IO, SOURCE_LOCAL, Recipe
+from builder.recipe import (
+    ARTIFACT_KINDS,
+    DEFAULT_TARGET,
+    SOURCE_CRATES_IO,
+    SOURCE_LOCAL,
+    Features,
+    Recipe,
+)
 from builder.sandbox import SandboxJob, SandboxLimits, run_in_sandbox
 from builder.sources import CrateStore, prepare_sources
 from builder.toolchain import find_toolchain_dir, toolchain_identity
@@ -65,8 +76,18 @@ class BuildResult:
         return self.manifest.output_digest if self.manifest is not None else None
 
 
-def _crate_identity(data: bytes, what: str) -> tuple[str, str, str | None]:
-    """(name, version, Cargo.lock text or None) read from the bytes of a ``.crate``."""
+@dataclass(frozen=True)
+class _CrateFacts:
+    """What resolving needs from a ``.crate``: identity, shipped lockfile, manifest."""
+
+    name: str
+    version: str
+    lock: str | None
+    manifest: dict[str, Any]
+
+
+def _crate_facts(data: bytes, what: str) -> _CrateFacts:
+    """Read name, version, ``Cargo.lock`` (or None) and ``Cargo.toml`` from a ``.crate``."""
     with tempfile.TemporaryDirectory(prefix="synchronicity-crate-") as tmp:
         safe_extract(io.BytesIO(data), Path(tmp), what=what, compressed=True)
         tops = list(Path(tmp).iterdir())
@@ -74,14 +95,16 @@ def _crate_identity(data: bytes, what: str) -> tuple[str, str, str | None]:
             raise FormatError(what, "must hold exactly one top-level directory")
         manifest_path = tops[0] / "Cargo.toml"
         try:
-            package = tomllib.loads(manifest_path.read_text())["package"]
+            manifest = tomllib.loads(manifest_path.read_text())
+            package = manifest["package"]
             name, version = str(package["name"]), str(package["version"])
-        except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, KeyError, TypeError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise FormatError(what, f"no usable [package] in Cargo.toml: {exc}") from exc
         if tops[0].name != f"{name}-{version}":
             raise FormatError(what, f"top directory {tops[0].name} is not {name}-{version}")
         lock_path = tops[0] / "Cargo.lock"
-        return name, version, lock_path.read_text() if lock_path.is_file() else None
+        lock = lock_path.read_text() if lock_path.is_file() else None
+        return _CrateFacts(name, version, lock, manifest)
 
 
 def generate_lockfile(data: bytes, name: str, version: str, toolchain_dir: Path) -> str:
@@ -116,12 +139,17 @@ def resolve_recipe(
     image_config: ImageConfig | None = None,
     target: str = DEFAULT_TARGET,
     profile: str = "release",
-    features: tuple[str, ...] = (),
-    default_features: bool = True,
+    features: Features | None = None,
+    pre: bool = False,
     artifacts: tuple[str, ...] = ARTIFACT_KINDS,
     progress: Progress = stderr_progress,
 ) -> Recipe:
-    """Pin ``name@version`` from crates.io, or a local ``.crate`` file, into a Recipe."""
+    """Pin ``name@version`` or ``name`` from crates.io, or a local ``.crate``, into a Recipe.
+
+    Without a version, the newest that is not yanked (a pre-release only with ``pre``).
+    Without ``features``, what the crate asks docs.rs to build (``[package.metadata.docs.rs]``)
+    if it says, else its default features.
+    """
     store = store or CrateStore()
     toolchain_dir = toolchain_dir or find_toolchain_dir(DEFAULT_TOOLCHAIN)
     if isinstance(spec, Path) or str(spec).endswith(".crate"):
@@ -130,18 +158,26 @@ def resolve_recipe(
             raise UsageError(f"{path} is not a file")
         data = path.read_bytes()
         crate_sha256 = store.put(data)
-        name, version, lock = _crate_identity(data, f"local crate {path}")
+        facts = _crate_facts(data, f"local crate {path}")
         source = SOURCE_LOCAL
     else:
         name, separator, version = str(spec).partition("@")
-        if not separator or not name or not version:
-            raise UsageError(f"{spec!r} is not name@version")
+        if not name or (separator and not version):
+            raise UsageError(f"{spec!r} is not NAME or NAME@VERSION")
+        if not separator:
+            version = store.newest_version(name, pre=pre)
+            progress(f"{name}: newest version not yanked is {version}")
         crate_sha256 = store.index_cksum(name, version)
-        data = store.fetch(name, version, crate_sha256)
-        found_name, found_version, lock = _crate_identity(data, f"crate {spec}")
-        if (found_name, found_version) != (name, version):
-            raise VerificationError(f"crate {spec} contains {found_name}@{found_version}")
+        data = store.fetch(name, version, crate_sha256, "the index cksum")
+        facts = _crate_facts(data, f"crate {name}@{version}")
+        if (facts.name, facts.version) != (name, version):
+            raise VerificationError(f"crate {name}@{version} contains {facts.name}@{facts.version}")
         source = SOURCE_CRATES_IO
+    name, version, lock = facts.name, facts.version, facts.lock
+    if features is None:
+        features = docs_rs_features(facts.manifest) or Features()
+        progress(f"{name}@{version}: {features.describe()} ({_origin(facts.manifest)})")
+    features = features.normalized()
     if lock is None:
         progress(f"{name}@{version} ships no Cargo.lock; resolving one with cargo")
         lock = generate_lockfile(data, name, version, toolchain_dir)
@@ -156,10 +192,17 @@ def resolve_recipe(
         source=source,
         target=target,
         profile=profile,
-        features=tuple(sorted(set(features))),
-        default_features=default_features,
+        features=features.features,
+        default_features=features.default_features,
+        all_features=features.all_features,
         artifacts=tuple(sorted(set(artifacts))),
     )
+
+
+def _origin(manifest: dict[str, Any]) -> str:
+    if docs_rs_features(manifest) is None:
+        return "the crate's defaults"
+    return "as its [package.metadata.docs.rs] asks"
 
 
 def _cleanup_once(client: docker.DockerClient) -> None:
@@ -230,6 +273,7 @@ def build_crate(
             profile=recipe.profile,
             features=recipe.features,
             default_features=recipe.default_features,
+            all_features=recipe.all_features,
         )
         outcome = run_in_sandbox(job, out_dir, limits=limits, client=client)
     (out_dir / "build.log").write_bytes(outcome.log)

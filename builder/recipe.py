@@ -56,6 +56,30 @@ class Toolchain:
 
 
 @dataclass(frozen=True)
+class Features:
+    """Which features a build enables: cargo's ``--features``, ``--no-default-features`` and
+    ``--all-features``. ``all_features`` implies default features and no feature list."""
+
+    features: tuple[str, ...] = ()
+    default_features: bool = True
+    all_features: bool = False
+
+    def normalized(self) -> Features:
+        """Sorted, unique features; ``all_features`` absorbs the other two."""
+        if self.all_features:
+            return Features((), True, True)
+        return Features(tuple(sorted(set(self.features))), self.default_features, False)
+
+    def describe(self) -> str:
+        if self.all_features:
+            return "all features"
+        words = [] if self.default_features else ["no default features"]
+        if self.features:
+            words.append("features " + ",".join(self.features))
+        return ", ".join(words) or "default features"
+
+
+@dataclass(frozen=True)
 class Recipe:
     """One pinned build of one crate version."""
 
@@ -72,12 +96,20 @@ class Recipe:
     default_features: bool = True
     artifacts: tuple[str, ...] = ARTIFACT_KINDS
     ecosystem: str = field(default=ECOSYSTEM_CRATES)
+    all_features: bool = False
 
     def __post_init__(self) -> None:
         validate(self)
 
+    @property
+    def selection(self) -> Features:
+        return Features(self.features, self.default_features, self.all_features)
+
     def to_value(self) -> dict[str, Any]:
-        return {
+        # all_features is a member only when true, so that recipes made before it existed
+        # keep their bytes and job id, and every recipe still has one encoding.
+        extra: dict[str, Any] = {"all_features": True} if self.all_features else {}
+        return extra | {
             "artifacts": list(self.artifacts),
             "build_env": {"rootfs_sha256": self.rootfs_sha256},
             "cargo_lock": self.cargo_lock,
@@ -140,6 +172,10 @@ def validate(recipe: Recipe) -> None:
         raise _bad("cargo_lock is too large")
     if not isinstance(recipe.default_features, bool):
         raise _bad("default_features must be a boolean")
+    if not isinstance(recipe.all_features, bool):
+        raise _bad("all_features must be a boolean")
+    if recipe.all_features and (recipe.features or not recipe.default_features):
+        raise _bad("all_features excludes features and default_features = false")
     if not isinstance(recipe.features, tuple) or not isinstance(recipe.artifacts, tuple):
         raise _bad("features and artifacts must be tuples")
     for feature in recipe.features:
@@ -175,28 +211,30 @@ def _string_list(value: object, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+_MEMBERS = {
+    "artifacts",
+    "build_env",
+    "cargo_lock",
+    "crate_sha256",
+    "default_features",
+    "ecosystem",
+    "features",
+    "name",
+    "profile",
+    "schema",
+    "source",
+    "target",
+    "toolchain",
+    "version",
+}
+
+
 def from_value(value: object) -> Recipe:
     """Build a Recipe from its JSON value, refusing unknown or missing members."""
-    top = _members(
-        value,
-        {
-            "artifacts",
-            "build_env",
-            "cargo_lock",
-            "crate_sha256",
-            "default_features",
-            "ecosystem",
-            "features",
-            "name",
-            "profile",
-            "schema",
-            "source",
-            "target",
-            "toolchain",
-            "version",
-        },
-        "recipe",
-    )
+    all_features = isinstance(value, dict) and "all_features" in value
+    if isinstance(value, dict) and all_features and value["all_features"] is not True:
+        raise _bad("all_features is present only when true")
+    top = _members(value, _MEMBERS | ({"all_features"} if all_features else set()), "recipe")
     if top["schema"] != RECIPE_SCHEMA:
         raise _bad(f"schema {top['schema']!r} is not {RECIPE_SCHEMA}")
     env = _members(top["build_env"], {"rootfs_sha256"}, "build_env")
@@ -222,6 +260,7 @@ def from_value(value: object) -> Recipe:
         default_features=top["default_features"],
         artifacts=_string_list(top["artifacts"], "artifacts"),
         ecosystem=top["ecosystem"],
+        all_features=all_features,
     )
 
 

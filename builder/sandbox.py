@@ -82,6 +82,7 @@ class SandboxJob:
     profile: str = "release"
     features: tuple[str, ...] = ()
     default_features: bool = True
+    all_features: bool = False
 
 
 @dataclass
@@ -136,6 +137,8 @@ def _selection(job: SandboxJob) -> list[str]:
         "--config",
         f"{SANDBOX_DEPS_DIR}/config.toml",
     ]
+    if job.all_features:
+        arguments.append("--all-features")
     if not job.default_features:
         arguments.append("--no-default-features")
     if job.features:

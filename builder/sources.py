@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.archive import safe_extract
+from builder.choice import newest_version
 from builder.image import cache_dir
 from builder.lockfile import LockedPackage, dependency_of, parse_cargo_lock, root_package
 from builder.recipe import SOURCE_LOCAL, Recipe
@@ -89,6 +90,19 @@ def index_cksum_from_entries(text: str, name: str, version: str) -> str:
     raise UsageError(f"{name}@{version} is not in the crates.io index")
 
 
+def index_versions(text: str) -> list[tuple[str, bool]]:
+    """``(version, yanked)`` of every entry of a sparse-index file (pure)."""
+    versions = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        entry = canonical_json.parse(line.encode(), "crates.io index entry")
+        if not isinstance(entry, dict) or not isinstance(entry.get("vers"), str):
+            raise FormatError("crates.io index entry", "not an object with a version")
+        versions.append((entry["vers"], entry.get("yanked") is True))
+    return versions
+
+
 class CrateStore:
     """Content-addressed on-disk cache of ``.crate`` files, with crates.io as the fallback."""
 
@@ -141,6 +155,16 @@ class CrateStore:
         if key not in self._index:
             self._index[key] = index_cksum_from_entries(self.index_file(name), name, version)
         return self._index[key]
+
+    def newest_version(self, name: str, *, pre: bool = False) -> str:
+        """The newest version of ``name`` on crates.io that is not yanked."""
+        try:
+            text = self.index_file(name)
+        except OperationalError as exc:
+            if "404" in str(exc):
+                raise UsageError(f"there is no crate {name} on crates.io") from exc
+            raise
+        return newest_version(name, index_versions(text), pre=pre)
 
     def fetch(self, name: str, version: str, sha256: str, pinned_by: str = "expected") -> bytes:
         """The ``.crate`` of ``name@version`` with the given SHA-256, from cache or crates.io."""

@@ -161,8 +161,11 @@ def _verify(commands: Commands) -> None:
 
 def _build(commands: Commands) -> None:
     b = commands.add_parser("build", help="build one crate locally in the sandbox")
-    b.add_argument("spec", help="NAME@VERSION, a .crate file, or a recipe JSON file")
+    b.add_argument(
+        "spec", help="NAME (newest version), NAME@VERSION, a .crate file, or a recipe JSON file"
+    )
     b.add_argument("--out", help="output directory (default: ./build/NAME-VERSION)")
+    _crate_choice(b)
     b.set_defaults(func=_lazy("synchronicity.cmd_build", "build"))
 
     img = commands.add_parser("image", help="the build image").add_subparsers(
@@ -181,7 +184,8 @@ def _build(commands: Commands) -> None:
     rb = commands.add_parser(
         "rebuild", help="rebuild a crate on a network of builders and prove the verdict"
     )
-    rb.add_argument("spec", help="NAME@VERSION or a local .crate file")
+    rb.add_argument("spec", help="NAME (newest version), NAME@VERSION or a local .crate file")
+    _crate_choice(rb)
     rb.add_argument("--network", help="a running network's config (default: a local one)")
     rb.add_argument("--home", default=".synchronicity", help="local network data directory")
     rb.add_argument("--out", default=".", help="where to write the proof, policy and artifacts")
@@ -193,6 +197,19 @@ def _build(commands: Commands) -> None:
         "requester.key next to the network config)",
     )
     rb.set_defaults(func=_lazy("synchronicity.cmd_rebuild", "rebuild"))
+
+
+def _crate_choice(parser: argparse.ArgumentParser) -> None:
+    """Version and features of the crate to build (default: what docs.rs builds, else the
+    crate's default features)."""
+    parser.add_argument("--features", help="features to enable, comma or space separated")
+    parser.add_argument("--all-features", action="store_true", help="enable every feature")
+    parser.add_argument(
+        "--no-default-features", action="store_true", help="do not enable the default features"
+    )
+    parser.add_argument(
+        "--pre", action="store_true", help="with NAME alone, a pre-release may be the newest"
+    )
 
 
 def _status_and_monitor(commands: Commands) -> None:

@@ -1,29 +1,50 @@
-"""``synchronicity build`` and ``synchronicity image bootstrap``: local sandboxed builds."""
+"""``synchronicity build`` and ``synchronicity image bootstrap``: local sandboxed builds.
+
+``build NAME`` builds the newest version that is not yanked; without ``--features``,
+``--all-features`` or ``--no-default-features`` the crate's docs.rs selection, else its default
+features (``feature_choice``, also used by ``rebuild``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from builder import recipe as recipes
-from builder.build import build_crate
+from builder.build import build_crate, resolve_recipe
 from builder.image import (
     build_image_config,
     diff_image_config,
     ensure_build_image,
     update_lock,
 )
+from builder.recipe import Features
+from logserver.core.errors import UsageError
+
+
+def feature_choice(args: argparse.Namespace) -> Features | None:
+    """The features the command line asks for, or None to let the crate say (docs.rs)."""
+    listed = tuple(f for f in re.split(r"[,\s]+", args.features or "") if f)
+    if args.all_features and (listed or args.no_default_features):
+        raise UsageError("--all-features excludes --features and --no-default-features")
+    if not (listed or args.all_features or args.no_default_features):
+        return None
+    return Features(listed, not args.no_default_features, args.all_features).normalized()
 
 
 def build(args: argparse.Namespace) -> int:
-    spec: recipes.Recipe | str | Path = args.spec
+    features = feature_choice(args)
     path = Path(args.spec)
     if path.suffix == ".json" and path.is_file():
-        spec = recipes.from_json(path.read_bytes())
-    elif path.suffix == ".crate":
-        spec = path
-    out = Path(args.out) if args.out else Path("build") / str(args.spec).replace("@", "-")
-    result = build_crate(spec, out)
+        if features is not None or args.pre:
+            raise UsageError("a recipe already says which version and features to build")
+        recipe = recipes.from_json(path.read_bytes())
+    else:
+        spec: str | Path = path if path.suffix == ".crate" else args.spec
+        recipe = resolve_recipe(spec, features=features, pre=args.pre)
+    out = Path(args.out) if args.out else Path("build") / f"{recipe.name}-{recipe.version}"
+    result = build_crate(recipe, out, local_crate=path if path.suffix == ".crate" else None)
     print(f"recipe digest: {result.job_id}")
     if not result.ok:
         print(f"build failed: {result.reason} ({result.detail})")

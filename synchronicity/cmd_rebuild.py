@@ -32,6 +32,7 @@ from synchronicity.client import (
     logged_entries,
     wait_published,
 )
+from synchronicity.cmd_build import feature_choice
 from synchronicity.cmd_network import NETWORK_FILE, REQUESTER_FILE, add_requester, read_requester
 from synchronicity.localnet import LocalNetwork
 
@@ -79,7 +80,9 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
     # Anyone may ask for a crates.io release; a local .crate needs a requester's signature.
     requester = read_requester(Path(args.requester_key), config) if isinstance(spec, Path) else None
     t = time.monotonic()
-    recipe: Recipe = resolve_recipe(spec, progress=lambda line: _say(f"  {line}"))
+    recipe: Recipe = resolve_recipe(
+        spec, features=feature_choice(args), pre=args.pre, progress=lambda line: _say(f"  {line}")
+    )
     timings["recipe_s"] = time.monotonic() - t
     _say(f"• recipe for {recipe.spec} pinned: job {recipe.job_id}")
     policy = config.policy()

@@ -19,10 +19,12 @@ import pytest
 from builder.build import build_crate, resolve_recipe
 from builder.container import LABEL_BUILD
 from builder.image import docker_client
+from builder.recipe import Features
 from builder.sandbox import EXIT_STAND_IN_COMPILED, SandboxLimits
 from builder.sources import CrateStore, index_path
 from logserver.core.errors import OperationalError, VerificationError
 from tests.support.builder_helpers import pack_fixture
+from tests.support.procs import run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.network]
 
@@ -115,8 +117,9 @@ def test_anyhow_builds_from_a_stale_index_without_its_dev_dependency(
 def test_uuid_builds_without_an_optional_dependency_it_does_not_compile(
     client: docker.DockerClient, tmp_path: Path
 ) -> None:
-    recipe = resolve_recipe("uuid@1.29.3", client=client, progress=_quiet)
-    # toml_edit is locked (below uuid's optional borsh-derive) but no default build needs it.
+    # toml_edit is locked (below uuid's optional borsh-derive) but a build with uuid's default
+    # features does not compile it. (uuid's docs.rs selection, with borsh, would.)
+    recipe = resolve_recipe("uuid@1.29.3", features=Features(), client=client, progress=_quiet)
     mirror = GappyMirror(gone={"toml_edit", "trybuild"})
     result = build_crate(
         recipe, tmp_path / "out", store=mirror, limits=LIMITS, client=client, progress=_quiet
@@ -165,3 +168,42 @@ def test_sys_crates_find_their_system_libraries(
     assert result.manifest is not None
     name = spec.split("@", maxsplit=1)[0].replace("-", "_")
     assert [a.path for a in result.manifest.artifacts] == [f"lib{name}.rlib"]
+
+
+def test_build_by_name_takes_the_newest_release(tmp_path: Path) -> None:
+    index = [json.loads(line) for line in CrateStore().index_file("itoa").splitlines()]
+    releases = [e["vers"] for e in index if not e["yanked"] and "-" not in e["vers"]]
+    newest = max(releases, key=lambda v: tuple(int(part) for part in v.split(".")))
+    done = run_cli("build", "itoa", "--out", str(tmp_path / "out"), timeout=900)
+    assert done.returncode == 0, done.stderr
+    recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    assert (recipe["name"], recipe["version"]) == ("itoa", newest)
+    assert f"itoa: newest version not yanked is {newest}" in done.stderr
+    assert "default features (the crate's defaults)" in done.stderr
+
+
+def test_a_feature_asked_on_the_command_line_is_built(tmp_path: Path) -> None:
+    # buildtime_bindgen: bindgen with libclang generates the bindings from sqlite3.h, found
+    # with pkg-config; none of these were in the build image before.
+    done = run_cli(
+        "build",
+        "libsqlite3-sys@0.30.1",
+        "--features",
+        "buildtime_bindgen",
+        "--out",
+        str(tmp_path / "out"),
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    assert recipe["features"] == ["buildtime_bindgen"] and recipe["default_features"] is True
+    assert "all_features" not in recipe
+    log = (tmp_path / "out" / "build.log").read_text()
+    assert "Compiling bindgen" in log and "Compiling libsqlite3-sys v0.30.1" in log
+
+
+def test_docs_rs_features_are_the_default(client: docker.DockerClient) -> None:
+    lines: list[str] = []
+    recipe = resolve_recipe("clap@4.6.9", client=client, progress=lines.append)
+    assert recipe.features == ("unstable-doc",) and recipe.default_features
+    assert "clap@4.6.9: features unstable-doc (as its [package.metadata.docs.rs] asks)" in lines

@@ -1,0 +1,77 @@
+"""What to build when the user does not say: the newest version, the docs.rs features (pure).
+
+``newest_version`` picks, from a crate's sparse-index entries, the highest SemVer 2.0 version
+that is not yanked, and a pre-release only when asked. ``docs_rs_features`` reads the feature
+selection a crate asks docs.rs to build with (``[package.metadata.docs.rs]``: ``features``,
+``all-features``, ``no-default-features``), or None when it names none.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from builder.recipe import Features
+from logserver.core.errors import FormatError, UsageError
+
+_SEMVER = re.compile(
+    r"(?P<major>0|[1-9][0-9]*)\.(?P<minor>0|[1-9][0-9]*)\.(?P<patch>0|[1-9][0-9]*)"
+    r"(?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?"
+)
+
+SemverKey = tuple[int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+def semver_key(version: str) -> SemverKey:
+    """A sort key giving SemVer 2.0 precedence (build metadata ignored).
+
+    A release sorts after its pre-releases; pre-release identifiers compare numerically when
+    numeric, else as ASCII, numeric ones first; a shorter list of equal identifiers first.
+    """
+    match = _SEMVER.fullmatch(version)
+    if match is None:
+        raise FormatError("version", f"{version!r} is not a SemVer 2.0 version")
+    pre: tuple[tuple[int, int | str], ...] = ((2, 0),)  # a release: after every pre-release
+    if match["pre"] is not None:
+        pre = tuple(
+            (0, int(part)) if part.isdigit() else (1, part) for part in match["pre"].split(".")
+        )
+    return int(match["major"]), int(match["minor"]), int(match["patch"]), pre
+
+
+def is_prerelease(version: str) -> bool:
+    match = _SEMVER.fullmatch(version)
+    return match is not None and match["pre"] is not None
+
+
+def newest_version(name: str, versions: list[tuple[str, bool]], *, pre: bool = False) -> str:
+    """The newest of ``(version, yanked)`` that is not yanked (a pre-release only if ``pre``)."""
+    candidates = [
+        version
+        for version, yanked in versions
+        if not yanked and _SEMVER.fullmatch(version) and (pre or not is_prerelease(version))
+    ]
+    if not candidates:
+        kind = "version" if pre else "release (pre-releases need --pre)"
+        raise UsageError(f"{name} has no {kind} on crates.io that is not yanked")
+    return max(candidates, key=semver_key)
+
+
+def docs_rs_features(manifest: dict[str, Any]) -> Features | None:
+    """The features selected by ``[package.metadata.docs.rs]``, or None if it selects none."""
+    package = manifest.get("package", {})
+    metadata = package.get("metadata", {}) if isinstance(package, dict) else {}
+    docs = metadata.get("docs") if isinstance(metadata, dict) else None
+    docs = docs.get("rs") if isinstance(docs, dict) else None
+    if not isinstance(docs, dict):
+        return None
+    features = docs.get("features", [])
+    all_features = docs.get("all-features", False)
+    no_default = docs.get("no-default-features", False)
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise FormatError("[package.metadata.docs.rs]", "features is not a list of strings")
+    if not isinstance(all_features, bool) or not isinstance(no_default, bool):
+        raise FormatError("[package.metadata.docs.rs]", "all-features and no-default-features")
+    if not features and not all_features and not no_default:
+        return None
+    return Features(tuple(features), not no_default, all_features).normalized()
