@@ -13,15 +13,29 @@ once, however often it is sent. Entries appended while the index was off are ind
 time it is on.
 
 Only one thread may write (the sequencer); any number of threads may read.
+
+The LMDB map (the address space the database may use) starts at ``map_size`` and grows, by
+doubling, when a write transaction finds it full, up to ``max_map_size`` (``log serve
+--map-size``, ``--max-map-size``). LMDB may only remap between transactions and with no
+transaction open in the process, so the writer grows it while readers wait at a gate
+(``_ResizeGate``). A log must never find out that it is full in the middle of a batch, because
+a batch that cannot be stored stops the sequencer: ``reserve`` admits an entry only while the
+map, grown to its maximum, and the disk have room for it, every entry admitted but not yet
+stored, and a fixed reserve (``RESERVE``, for the entries and cosignatures the log writes by
+itself); beyond that it raises ``StorageFull``, which the HTTP API answers with 507 while reads
+go on. Restarted with a larger ``--max-map-size`` (or with disk space freed), the log takes
+entries again.
 """
 
 from __future__ import annotations
 
+import functools
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import lmdb
 
@@ -33,6 +47,27 @@ from logserver.core.note import split_note
 
 _U64 = 8
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as data arrives.
+DEFAULT_MAX_MAP_SIZE = 1 << 42  # 4 TiB: how far the map may grow by itself
+RESERVE = 1 << 20  # room kept for what the log writes without a submission (verdicts, cosignatures)
+ENTRY_OVERHEAD = 512  # a stored entry's keys, stored hashes, index and checkpoint share, at most
+_PAGE = 4096
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def disk_free(path: Path) -> int:
+    """Bytes free for us on the file system holding ``path``."""
+    return shutil.disk_usage(path).free
+
+
+def entry_cost(size: int) -> int:
+    """What storing an entry of ``size`` bytes may take of the map, at most: LMDB puts a large
+    value on whole pages of its own, which at worst doubles it."""
+    return 2 * size + ENTRY_OVERHEAD
+
+
+class StorageFull(OperationalError):
+    """The log cannot store more: its LMDB map reached its maximum size, or the disk is full."""
 
 
 def _key(n: int) -> bytes:
@@ -56,6 +91,80 @@ class _TxnHashReader:
         return out
 
 
+class _ResizeGate:
+    """Transactions hold the gate shared; a resize of the map holds it alone.
+
+    LMDB remaps the file on a resize and invalidates every transaction open in the process, so
+    the writer waits until no reader is inside, and new readers wait until the resize is done.
+    A thread that holds the gate may enter again (no deadlock against a waiting resize).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._resizing = False
+        self._mine = threading.local()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        depth: int = getattr(self._mine, "depth", 0)
+        if depth == 0:
+            with self._cond:
+                while self._resizing:
+                    self._cond.wait()
+                self._inside += 1
+        self._mine.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._mine.depth = depth
+            if depth == 0:
+                with self._cond:
+                    self._inside -= 1
+                    if self._inside == 0:
+                        self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            while self._inside:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+def _growing(
+    method: Callable[Concatenate[LogStore, _P], _R],
+) -> Callable[Concatenate[LogStore, _P], _R]:
+    """Run a write method; when LMDB finds the map full, grow the map and run it again (its
+    transaction was aborted, so nothing of the first attempt remains). The map is grown ahead,
+    once three quarters are used, so that this is rare."""
+
+    @functools.wraps(method)
+    def run(store: LogStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if store.used_bytes > store.map_size // 4 * 3 and store.map_size < store.max_map_size:
+            store._grow()
+        while True:
+            try:
+                result = method(store, *args, **kwargs)
+            except lmdb.MapFullError:
+                store._grow()  # StorageFull at the maximum
+                continue
+            except lmdb.DiskError as e:
+                raise StorageFull(f"the disk holding the log is full: {e}") from e
+            store._note_used()
+            return result
+
+    return run
+
+
 class LogStore:
     """The on-disk log of one origin."""
 
@@ -65,17 +174,20 @@ class LogStore:
         origin: str,
         map_size: int = DEFAULT_MAP_SIZE,
         *,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         metasync: bool = True,
         entry_key: Callable[[bytes], bytes] | None = None,
     ) -> None:
         """``metasync=False`` (for mirrors, which can fetch again) saves one flush per commit:
         a system crash may then undo the last transaction, but never corrupts the database.
-        ``entry_key`` keeps the index of entries by that key, a digest (``index_of``)."""
+        ``entry_key`` keeps the index of entries by that key, a digest (``index_of``).
+        The map starts at ``map_size`` (or the database's size, if larger) and grows up to
+        ``max_map_size``."""
         path.mkdir(parents=True, exist_ok=True)
         try:
             self._env = lmdb.open(
                 str(path / "log.lmdb"),
-                map_size=map_size,
+                map_size=-(-map_size // _PAGE) * _PAGE,
                 max_dbs=8,
                 max_readers=512,
                 sync=True,
@@ -83,6 +195,15 @@ class LogStore:
             )
         except lmdb.Error as e:
             raise OperationalError(f"cannot open the log database in {path}: {e}") from e
+        self.path = path
+        self._gate = _ResizeGate()
+        self._page_size: int = self._env.stat()["psize"]
+        self.map_size: int = self._env.info()["map_size"]
+        self.max_map_size = max(max_map_size, self.map_size)
+        self._used = 0  # bytes of the map in use (the high-water mark), kept by the writer
+        self._note_used()
+        self._reserved = 0  # the cost of entries admitted but not yet stored
+        self._room = threading.Lock()
         self._entries = self._env.open_db(b"entries")
         self._hashes = self._env.open_db(b"hashes")
         self._checkpoints = self._env.open_db(b"checkpoints")
@@ -112,8 +233,79 @@ class LogStore:
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
-        with self._env.begin(buffers=False) as txn:
+        with self._gate.shared(), self._env.begin(buffers=False) as txn:
             yield txn
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """A write transaction (hold ``_write_lock``), committed unless the block raises.
+
+        py-lmdb aborts a write transaction only once no other thread is inside a call on the
+        environment, which busy readers may never allow: the abort waits at the gate instead,
+        where new readers wait for it.
+        """
+        txn = self._env.begin(write=True)
+        try:
+            yield txn
+        except BaseException:
+            with self._gate.exclusive():
+                txn.abort()
+            raise
+        txn.commit()
+
+    # ----- the map and its room ----------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        """How much of the map the database uses (its high-water mark)."""
+        return self._used
+
+    def _note_used(self) -> None:
+        """Read the database's high-water mark (on the writer thread, between transactions)."""
+        self._used = (self._env.info()["last_pgno"] + 1) * self._page_size
+
+    def _grow(self) -> None:
+        """Double the map, up to ``max_map_size`` (writer thread, between transactions);
+        ``StorageFull`` when it is there already."""
+        if self.map_size >= self.max_map_size:
+            raise StorageFull(
+                f"the log's database filled its map of {self.map_size} bytes, the most "
+                "--max-map-size allows; restart the log with a larger --max-map-size"
+            )
+        grown = min(2 * self.map_size, self.max_map_size) // _PAGE * _PAGE
+        with self._write_lock, self._gate.exclusive():
+            self._env.set_mapsize(grown)
+            self.map_size = self._env.info()["map_size"]
+
+    def reserve(self, size: int) -> Callable[[], None]:
+        """Admit an entry of ``size`` bytes, counting its cost against the room left; return
+        the function that gives the room back once the entry is stored or refused.
+
+        ``StorageFull`` when the map, grown to ``max_map_size``, or the disk would keep less
+        than ``RESERVE`` with this entry and every one admitted before it.
+        """
+        cost = entry_cost(size)
+        with self._room:
+            wanted = self._used + self._reserved + cost + RESERVE
+            if wanted > self.max_map_size:
+                raise StorageFull(
+                    f"the log is full: its database uses {self._used} of the "
+                    f"{self.max_map_size} bytes --max-map-size allows; restart it with a "
+                    "larger --max-map-size"
+                )
+            if disk_free(self.path) < self._reserved + cost + RESERVE:
+                raise StorageFull(f"the disk holding the log ({self.path}) is full")
+            self._reserved += cost
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._room:
+                if not released:
+                    released = True
+                    self._reserved -= cost
+
+        return release
 
     # ----- integrity ---------------------------------------------------------------------
 
@@ -141,10 +333,11 @@ class LogStore:
             txn.put(key(data), _key(first + i), db=self._digests, overwrite=False)
         txn.put(b"digests", _key(first + len(batch)), db=self._meta)
 
+    @_growing
     def _catch_up_digests(self, key: Callable[[bytes], bytes], chunk: int = 4096) -> None:
         """Index the entries appended while the index was off (a log that ran ``--open``)."""
         while True:
-            with self._write_lock, self._env.begin(write=True) as txn:
+            with self._write_lock, self._write() as txn:
                 raw = txn.get(b"digests", db=self._meta)
                 done = 0 if raw is None else int.from_bytes(raw, "big")
                 end = min(self._size(txn), done + chunk)
@@ -276,12 +469,13 @@ class LogStore:
 
     # ----- the write path (sequencer thread only) -----------------------------------------
 
+    @_growing
     def add_cosignatures(self, size: int, lines: dict[str, bytes], quorum: int) -> int:
         """Store cosignature lines for the checkpoint of ``size``; publish it at a quorum.
 
         Returns the published size afterwards. The published size only ever grows.
         """
-        with self._write_lock, self._env.begin(write=True) as txn:
+        with self._write_lock, self._write() as txn:
             if txn.get(_key(size), db=self._checkpoints) is None:
                 raise UsageError(f"the log signed no checkpoint of size {size}")
             for name, line in lines.items():
@@ -300,6 +494,7 @@ class LogStore:
                 published = size
             return published
 
+    @_growing
     def append_batch(
         self, batch: Sequence[bytes], sign: Callable[[Checkpoint], bytes]
     ) -> tuple[int, bytes]:
@@ -310,7 +505,7 @@ class LogStore:
         """
         if not batch:
             raise UsageError("empty batch")
-        with self._write_lock, self._env.begin(write=True) as txn:
+        with self._write_lock, self._write() as txn:
             size = self._size(txn)
             frontier = Frontier.load(size, _TxnHashReader(txn, self._hashes))
             new_hashes: list[bytes] = []

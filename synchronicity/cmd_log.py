@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import socket
 from pathlib import Path
 
@@ -35,6 +36,24 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not host or port is None:
         raise UsageError(f"--listen wants HOST:PORT, not {value!r}")
     return host.strip("[]"), port
+
+
+_SIZE = re.compile(r"([0-9]+)([KMGT]?)(?:i?B)?", re.ASCII | re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MIN_MAP_SIZE = 1 << 20
+
+
+def parse_size(value: str, option: str) -> int:
+    """A size in bytes: a strict decimal with an optional binary unit (``64G``, ``64GiB``,
+    ``1048576``), at least ``MIN_MAP_SIZE``; ``UsageError`` otherwise."""
+    match = _SIZE.fullmatch(value)
+    number = decimal(match.group(1)) if match else None
+    if match is None or number is None:
+        raise UsageError(f"{option} wants a size such as 64GiB or 1048576, not {value!r}")
+    size = number * _UNITS[match.group(2).upper()]
+    if not MIN_MAP_SIZE <= size < 1 << 63:
+        raise UsageError(f"{option} must be from 1 MiB to 8 EiB, not {value!r}")
+    return size
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -85,6 +104,10 @@ def serve(args: argparse.Namespace) -> int:
         check = accept_signed_notes(list(accepted))
     else:
         raise UsageError("give --open, or --accept with the keys whose entries the log accepts")
+    map_size = parse_size(args.map_size, "--map-size")
+    max_map_size = parse_size(args.max_map_size, "--max-map-size")
+    if max_map_size < map_size:
+        raise UsageError("--max-map-size must be at least --map-size")
     host, port = parse_listen(args.listen)
     sock = bind(host, port)
     service = LogService(
@@ -95,6 +118,8 @@ def serve(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             max_delay=args.max_delay_ms / 1000,
             max_waiters=args.max_waiters,
+            map_size=map_size,
+            max_map_size=max_map_size,
             network=network,
             blob_signers=accepted,
             deduplicate=bool(accepted),

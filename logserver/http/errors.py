@@ -9,6 +9,7 @@ never pick a status themselves; ``install_error_handlers`` answers each with its
     FormatError         400                            bytes that do not parse
     UsageError          404                            asking for what is not there
     QueueFull           503  Retry-After: 1            "the log is busy"
+    StorageFull         507                            the log's map or disk is full (reads go on)
     OperationalError    503  Retry-After: 5            the server's environment failed
 
 An endpoint that answers some errors differently says so where it calls the code that raises
@@ -31,6 +32,7 @@ from logserver.core.errors import FormatError, OperationalError, UsageError, Ver
 from logserver.http.problems import ProblemError, install_handlers, problem
 from logserver.protocol.rules import ProtocolViolation
 from logserver.sequencer import QueueFull
+from logserver.storage import StorageFull
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ ANSWERS: ErrorTable = MappingProxyType(
         FormatError: Answer(400),
         UsageError: Answer(404),
         QueueFull: Answer(503, retry_after=1, detail="the log is busy"),
+        StorageFull: Answer(507),
         OperationalError: Answer(503, retry_after=5),
     }
 )

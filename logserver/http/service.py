@@ -33,7 +33,7 @@ from logserver.protocol.fold import protocol_config
 from logserver.protocol.network import NetworkConfig
 from logserver.protocol.rules import ProtocolViolation
 from logserver.sequencer import Integrated, QueueFull, Sequencer
-from logserver.storage import LogStore
+from logserver.storage import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LogStore, StorageFull
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -89,6 +89,8 @@ class LogConfig:
     max_delay: float = 0.002
     max_queue: int = 8192
     max_waiters: int = DEFAULT_MAX_WAITERS  # /latest-checkpoint requests waiting at once
+    map_size: int = DEFAULT_MAP_SIZE  # the LMDB map to start with; it grows by itself ...
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE  # ... up to this, then new entries are 507
     network: NetworkConfig | None = None  # with witnesses: publish only cosigned checkpoints
     extra_routes: list[Callable[[FastAPI, LogService], None]] = field(default_factory=list)
 
@@ -145,7 +147,11 @@ class LogService:
         self.config = config
         self.origin = config.signer.name
         self.store = LogStore(
-            config.data_dir, self.origin, entry_key=note_text_key if config.deduplicate else None
+            config.data_dir,
+            self.origin,
+            config.map_size,
+            max_map_size=config.max_map_size,
+            entry_key=note_text_key if config.deduplicate else None,
         )
         self._in_flight: dict[bytes, asyncio.Future[int]] = {}  # digest -> its pending index
         self.metrics = Metrics()
@@ -232,10 +238,20 @@ class LogService:
     async def _submit(self, entry: bytes) -> int:
         rejected = self.metrics.rejected
         try:
+            release = self.store.reserve(len(entry))  # held until stored or refused
+        except StorageFull:  # answered 507 while the sequencer still runs
+            rejected.labels("storage-full").inc()
+            raise
+        try:
             fut = self.sequencer.submit(entry)
         except QueueFull:
+            release()
             rejected.labels("queue-full").inc()
             raise
+        except BaseException:
+            release()
+            raise
+        fut.add_done_callback(lambda _: release())
         self.metrics.queue_depth.set(self.sequencer.queue_depth)
         try:
             return await asyncio.wrap_future(fut)
