@@ -22,7 +22,7 @@ from builder.build import resolve_recipe
 from builder.recipe import Recipe
 from logserver.client import LogClient
 from logserver.core import proof
-from logserver.protocol.entries import DiffReport, Verdict
+from logserver.protocol.entries import DiffReport, Reveal, Verdict
 from logserver.protocol.network import NetworkConfig
 from logserver.protocol.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
 from synchronicity.client import (
@@ -130,12 +130,17 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
                     raw.index, raw.hashes, raw.checkpoint, logged.leaf.to_bytes()
                 ).to_bytes()
             )
-            report = _wait_for_diff_report(client, job, logged.index)
+            t = time.monotonic()
+            result["failures"] = _failures(client, verdict)
+            report = None
+            if verdict.outcome != "failed" and len(verdict.groups) >= 2:  # else none can come
+                report = _wait_for_diff_report(client, job, logged.index)
             if report is not None:
                 url = f"{config.log.url}/blob/{report}"
                 (out / f"{stem}.diff.txt").write_bytes(client.blob(report))
                 _say(f"• diff report: {url} (saved as {out / f'{stem}.diff.txt'})")
                 result["diff_report"] = url
+            timings["explain_s"] = time.monotonic() - t
             _finish(args, result, timings)
             return 1
         manifest = client.blob(verdict.output_digest)
@@ -158,6 +163,29 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
         result |= {"output_digest": verdict.output_digest, "artifacts": written}
         _finish(args, result, timings)
         return 0
+
+
+def _failures(client: LogClient, verdict: Verdict) -> dict[str, str]:
+    """Say why no output was reproduced: each builder's failure reason (from its reveal),
+    who did not reveal, and the groups of outputs. A diff report comes only for two groups."""
+    reasons: dict[str, str] = {}
+    for failure in verdict.failures:
+        reveal = next(iter(logged_entries(client, failure.reveal_leaf, failure.reveal_leaf + 1)))
+        entry = reveal.entry
+        reason = entry.failure if isinstance(entry, Reveal) and entry.failure else "failed"
+        reasons[failure.builder] = reason
+        _say(f"• {failure.builder}: build failed: {reason}")
+    for builder in verdict.missing:
+        reasons[builder] = "no reveal before the deadline"
+        _say(f"• {builder}: no reveal before the deadline")
+    for group in verdict.groups:
+        _say(
+            f"• {', '.join(group.builders)}: output {group.output_digest} "
+            f"({len(group.builders)} of the {verdict.threshold} needed)"
+        )
+    if verdict.outcome == "failed" or len(verdict.groups) < 2:
+        _say("• no two outputs to compare, so no diff report")
+    return reasons
 
 
 def _wait_for_diff_report(client: LogClient, job: str, after: int) -> str | None:
