@@ -171,7 +171,10 @@ def test_a_witness_away_past_the_pruning_horizon_rejoins_by_state_sync(tmp_path:
         wait_for(lambda: obs.published >= 5, 30, "the first cosigned checkpoints")
         absent = net.witnesses[3]
         absent.kill()
-        heights = lambda: [int(str(status(w.url)["committed_height"])) for w in net.witnesses[:3]]  # noqa: E731
+
+        def heights() -> list[int]:
+            return [int(str(status(w.url)["committed_height"])) for w in net.witnesses[:3]]
+
         start = min(heights())
         wait_for(lambda: min(heights()) > start + 80, 60, "the others to commit far past it")
         absent.start()
