@@ -33,6 +33,15 @@ def feature_choice(args: argparse.Namespace) -> Features | None:
     return Features(listed, not args.no_default_features, args.all_features).normalized()
 
 
+def docs_rs_hint(selection: Features) -> str:
+    """Why a build with the crate's docs.rs features may fail here, and what to do."""
+    return (
+        f"note: {selection.describe()} came from the crate's [package.metadata.docs.rs]; "
+        "docs.rs builds them with a nightly toolchain, this builder with a stable one: "
+        "choose with --features, --no-default-features or --all-features"
+    )
+
+
 def build(args: argparse.Namespace) -> int:
     features = feature_choice(args)
     path = Path(args.spec)
@@ -48,6 +57,8 @@ def build(args: argparse.Namespace) -> int:
     print(f"recipe digest: {result.job_id}")
     if not result.ok:
         print(f"build failed: {result.reason} ({result.detail})")
+        if features is None and recipe.selection != Features():
+            print(docs_rs_hint(recipe.selection))
         return 1
     print(f"output digest: {result.output_digest}")
     print(f"outputs: {out}")

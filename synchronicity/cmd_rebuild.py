@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from builder.build import resolve_recipe
-from builder.recipe import Recipe
+from builder.recipe import Features, Recipe
 from logserver.client import LogClient
 from logserver.core import proof
 from logserver.protocol.entries import DiffReport, Reveal, Verdict
@@ -32,7 +32,7 @@ from synchronicity.client import (
     logged_entries,
     wait_published,
 )
-from synchronicity.cmd_build import feature_choice
+from synchronicity.cmd_build import docs_rs_hint, feature_choice
 from synchronicity.cmd_network import NETWORK_FILE, REQUESTER_FILE, add_requester, read_requester
 from synchronicity.localnet import LocalNetwork
 
@@ -132,6 +132,9 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
             )
             t = time.monotonic()
             result["failures"] = _failures(client, verdict)
+            chosen_by_crate = feature_choice(args) is None and recipe.selection != Features()
+            if verdict.outcome == "failed" and chosen_by_crate:
+                _say(f"• {docs_rs_hint(recipe.selection)}")
             report = None
             if verdict.outcome != "failed" and len(verdict.groups) >= 2:  # else none can come
                 report = _wait_for_diff_report(client, job, logged.index)

@@ -207,3 +207,18 @@ def test_docs_rs_features_are_the_default(client: docker.DockerClient) -> None:
     recipe = resolve_recipe("clap@4.6.9", client=client, progress=lines.append)
     assert recipe.features == ("unstable-doc",) and recipe.default_features
     assert "clap@4.6.9: features unstable-doc (as its [package.metadata.docs.rs] asks)" in lines
+
+
+def test_docs_rs_features_that_need_nightly_fail_with_a_hint(tmp_path: Path) -> None:
+    # serde asks docs.rs for "unstable", which is #![feature(never_type)]: nightly only.
+    done = run_cli("build", "serde@1.0.229", "--out", str(tmp_path / "a"), timeout=900)
+    assert done.returncode == 1, done.stderr
+    assert "E0554" in done.stdout
+    assert "note: features derive,rc,unstable came from the crate's [package.metadata.docs.rs]" in (
+        done.stdout
+    )
+    chosen = run_cli(
+        *("build", "serde@1.0.229", "--features", "derive", "--out", str(tmp_path / "b")),
+        timeout=900,
+    )
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
