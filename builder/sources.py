@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 import tomllib
 import urllib.error
 import urllib.request
@@ -120,7 +121,8 @@ class CrateStore:
         target = self.path_for(digest)
         if not target.exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_suffix(f".tmp{os.getpid()}")
+            # a name of this thread's own: a witness builds several jobs at once
+            temporary = target.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             temporary.write_bytes(data)
             os.replace(temporary, target)
         return digest

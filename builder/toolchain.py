@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 from builder import fstree
@@ -64,7 +65,7 @@ def toolchain_digest(directory: Path) -> str:
         raise OperationalError(f"corrupt toolchain digest cache {cache_file}")
     digest = fstree.tree_digest(directory, owners=False)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_file.with_suffix(f".tmp{os.getpid()}")
+    temporary = cache_file.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
     with temporary.open("w") as handle:
         json.dump({"directory": str(directory), "files_sha256": digest}, handle)
         handle.flush()

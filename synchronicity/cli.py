@@ -274,6 +274,12 @@ def _witness(commands: Commands) -> None:
         "--max-pending-jobs", type=int, default=64, help="jobs waiting for a verdict, at most"
     )
     limits.add_argument("--max-crate-mib", type=int, default=64, help="largest .crate upload")
+    wr.add_argument(
+        "--max-builds",
+        type=int,
+        default=1,
+        help="builds (and diffs) this builder runs at once (default %(default)s)",
+    )
     wr.add_argument("--log-level", default="info")
     wr.add_argument(
         "--misbehave",

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     cosigned = CosignStore(data / STORE_DIR)
     if args.keep_rounds < 16:
         raise UsageError("--keep-rounds must be at least 16")
+    if args.max_builds < 1:
+        raise UsageError("--max-builds must be at least 1")
     node = WitnessNode(
         network,
         signer,
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         cosigned=cosigned,
         misbehave=args.misbehave,
         keep_rounds=args.keep_rounds,
+        max_builds=args.max_builds,
     )
     other_logs = WitnessedLogs.from_pairs(
         [(o.origin, o.vkey) for o in network.other_logs], reserved=[network.log.origin]

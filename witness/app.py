@@ -80,6 +80,21 @@ class _NodeCollector(Collector):
                 "Wall time of the last build",
                 value=node.worker.stats["last_build_seconds"],
             )
+            yield GaugeMetricFamily(
+                "witness_builds_running",
+                "Builds and diffs running now",
+                value=node.worker.running(),
+            )
+            yield GaugeMetricFamily(
+                "witness_max_builds",
+                "Builds and diffs that may run at once (witness run --max-builds)",
+                value=node.worker.max_builds,
+            )
+            yield CounterMetricFamily(
+                "witness_build_seconds",
+                "Wall time spent in builds and diffs, summed over all of them",
+                value=node.worker.stats["build_seconds"],
+            )
         events = CounterMetricFamily(
             "witness_consensus_events", "Consensus core events by kind", labels=["kind"]
         )

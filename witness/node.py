@@ -195,6 +195,7 @@ class WitnessNode:
         cosigned: CosignStore,
         misbehave: str | None = None,
         keep_rounds: int = KEEP_ROUNDS,
+        max_builds: int = 1,
     ) -> None:
         self.network = network
         self.signer = signer
@@ -247,6 +248,7 @@ class WitnessNode:
                 build_deadline_ms=network.builds.build_deadline_ms,
                 reveal_deadline_ms=network.builds.reveal_deadline_ms,
                 misbehave=misbehave,
+                max_builds=max_builds,
             )
         cosigned_head = self.cosigned.latest(network.log.origin)
         self.stats.cosigned_size = 0 if cosigned_head is None else cosigned_head.size
@@ -517,4 +519,8 @@ class WitnessNode:
             "mirror_size": self.mirror.size,
             "mirror_root": base64.b64encode(self.mirror.root()).decode(),
             "healthy": self.healthy,
-        }
+        } | (
+            {}
+            if self.worker is None
+            else {"builds": {"running": self.worker.running(), "max": self.worker.max_builds}}
+        )

@@ -13,6 +13,7 @@ a crash or a log answering 503 loses no work. A job moves through these states::
 
 Three threads share the records, and none ends but by :meth:`BuildWorker.stop`: an exception
 is logged with its traceback and the step retried; each step catches what one job can throw.
+The builds themselves run on short-lived threads that the ``builder`` thread starts.
 
 - ``scanner``: turns committed leaves into record changes. A request creates a record (its
   build deadline is the request leaf's time + ``build_deadline_ms``); a close naming this
@@ -21,11 +22,16 @@ is logged with its traceback and the step retried; each step catches what one jo
   confirm those steps (a commit that is not the record's abandons the job); a verdict ends it.
   Records are written before the cursor passes a leaf, and every change is idempotent, so a
   leaf read twice after a crash changes nothing.
-- ``builder``: builds ``requested`` jobs in request order. A job whose build deadline has passed
-  is not built late: it is skipped, logged and counted (``builds_skipped``). ANY exception of a
-  build becomes that job's failure with a short printable reason, committed like any result.
-  The outputs stay on disk (fsynced) and the record gets a fresh nonce and the digest (or the
-  failure) BEFORE the commit can leave. It also computes diffs (``explaining`` → ``diffed``).
+- ``builder``: starts the builds of ``requested`` jobs in request order, each on a thread of
+  its own, while fewer than ``max_builds`` run (a setting of ``witness run``, default 1), so a
+  long build does not hold up the jobs behind it when more may run. A job whose build deadline
+  has passed is not built late: it is skipped, logged and counted (``builds_skipped``). ANY
+  exception of a build becomes that job's failure with a short printable reason, committed like
+  any result. The outputs stay on disk (fsynced) and the record gets a fresh nonce and the
+  digest (or the failure) BEFORE the commit can leave. It also starts diffs (``explaining`` →
+  ``diffed``), which take a place among the ``max_builds`` like a build. A build thread ends
+  with its job's attempt; the ``builder`` thread itself never runs a build, so it never waits
+  on one.
 - ``outbox``: sends what the records owe the log: the commit of a ``built`` job (until the build
   deadline), the manifest, artifacts and reveal of a ``closed`` one (until the reveal deadline),
   the report and diff-report of a ``diffed`` one (until ``explain_window_ms`` after the
@@ -262,7 +268,8 @@ class BuildWorker:
     """Acts on the committed leaves of the mirror: builds, commits, reveals and explains.
 
     ``build_deadline_ms`` and ``reveal_deadline_ms`` are the network's (``network.builds``);
-    ``clock`` gives the time in seconds, compared with the log's leaf times.
+    ``clock`` gives the time in seconds, compared with the log's leaf times; ``max_builds`` is
+    how many builds (and diffs) may run at once.
     """
 
     def __init__(
@@ -280,9 +287,13 @@ class BuildWorker:
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         explain_window_ms: int = EXPLAIN_WINDOW_MS,
+        max_builds: int = 1,
     ) -> None:
         if misbehave is not None and misbehave not in MISBEHAVIOURS:
             raise ValueError(f"misbehave must be one of {MISBEHAVIOURS}")
+        if max_builds < 1:
+            raise ValueError("max_builds must be at least 1")
+        self.max_builds = max_builds
         self.name = name
         self.writer = writer
         self.mirror = mirror
@@ -309,9 +320,13 @@ class BuildWorker:
                 "refusals",  # final refusals by the log (4xx other than "already there")
                 "errors",  # unexpected exceptions, logged with their tracebacks
                 "last_build_seconds",
+                "build_seconds",  # wall time spent in builds and diffs, summed over all of them
             ),
             0.0,
         )
+        self._running: dict[str, threading.Thread] = {}  # job -> the thread building it
+        self._running_lock = threading.Lock()
+        self._crate_lock = threading.Lock()  # one fetch of a local .crate at a time
         self._schedule = _Schedule(self.backoff)
         self._stopping = threading.Event()
         self._wake = {step: threading.Event() for step in ("scanner", "builder", "outbox")}
@@ -328,14 +343,21 @@ class BuildWorker:
             thread.start()
 
     def stop(self, wait: float = 0.0) -> None:
-        """Stop the threads (a running build finishes first); wait up to ``wait`` seconds."""
+        """Stop the threads (running builds finish first); wait up to ``wait`` seconds."""
         self._stopping.set()
         for event in self._wake.values():
             event.set()
         deadline = time.monotonic() + wait
-        for thread in self._threads.values():
+        with self._running_lock:
+            builds = list(self._running.values())
+        for thread in [*self._threads.values(), *builds]:
             if thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
+
+    def running(self) -> int:
+        """How many builds and diffs are running now."""
+        with self._running_lock:
+            return len(self._running)
 
     def committed(self, size: int) -> None:
         """Consensus committed the log up to ``size``: act on the new leaves."""
@@ -559,29 +581,63 @@ class BuildWorker:
     # ----- the builder: builds and diffs -------------------------------------------------
 
     def build_once(self) -> float:
-        """Build the first ``requested`` job, else diff the first ``explaining`` one."""
+        """Start builds of ``requested`` jobs in request order, then diffs of ``explaining``
+        ones, while fewer than ``max_builds`` run; the seconds until it should look again."""
         for state, deadline, step in (
             ("requested", "build", self._build_job),
             ("explaining", "diff", self._diff_job),
         ):
             for record in self.records.in_states({state}):
-                if self._stopping.is_set() or not self._schedule.due((record.job, state)):
+                if self._stopping.is_set() or self.running() >= self.max_builds:
+                    return 1.0  # a build that ends wakes this thread
+                if self._is_running(record.job) or not self._schedule.due((record.job, state)):
                     continue
                 limit = record.build_deadline_ms if state == "requested" else None
                 limit = record.explain_deadline_ms if state == "explaining" else limit
                 if not self._past(record, limit, deadline, f"{deadline}s_skipped"):
-                    self._attempt(record, step)
-                    return 0.0
+                    self._launch(record, step)
         return self._schedule.next_in()
+
+    def _is_running(self, job: str) -> bool:
+        with self._running_lock:
+            return job in self._running
+
+    def _launch(self, record: JobRecord, step: Callable[[JobRecord], None]) -> None:
+        """Run one attempt at ``step`` for ``record`` on a thread of its own.
+
+        ``_attempt`` catches every exception of the job; the thread then leaves the running
+        set, whatever happened, and wakes the ``builder`` thread to start the next one.
+        """
+
+        def run() -> None:
+            started = time.monotonic()
+            try:
+                self._attempt(record, step)
+            finally:
+                with self._running_lock:
+                    self._running.pop(record.job, None)
+                    self.stats["build_seconds"] += time.monotonic() - started
+                self._wake["builder"].set()
+
+        thread = threading.Thread(target=run, daemon=True, name=f"{record.state} {record.job[:12]}")
+        with self._running_lock:
+            self._running[record.job] = thread
+        try:
+            thread.start()
+        except BaseException:  # no thread to be had: the job is not running, try it later
+            with self._running_lock:
+                self._running.pop(record.job, None)
+            raise
 
     def _local_crate(self, recipe: recipes.Recipe) -> Path | None:
         """A local recipe's .crate, fetched from the log's blobs (a transient failure raises)."""
         if recipe.source != recipes.SOURCE_LOCAL:
             return None
         path = self.workdir / "crates" / f"{recipe.crate_sha256}.crate"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, self.writer.blob(recipe.crate_sha256))
+        with self._crate_lock:  # two jobs of one crate may build at once
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, self.writer.blob(recipe.crate_sha256))
         return path
 
     def _build_job(self, record: JobRecord) -> None:
@@ -608,8 +664,9 @@ class BuildWorker:
             except Exception as e:  # any failure of this one build is its committed failure
                 log.exception("the build failed", extra={"job": record.job})
                 failure = _error_reason(e)
-        self.stats["last_build_seconds"] = time.monotonic() - started
-        self.stats["builds_ok" if failure is None else "builds_failed"] += 1
+        with self._running_lock:  # builds end on several threads at once
+            self.stats["last_build_seconds"] = time.monotonic() - started
+            self.stats["builds_ok" if failure is None else "builds_failed"] += 1
         digest = None if manifest is None else manifest.output_digest
         if self.misbehave == "fabricate":
             digest, manifest, failure = hashlib.sha256(os.urandom(32)).hexdigest(), None, None
