@@ -2,10 +2,11 @@
 
 Pages must not scan the log, so the dashboard folds every leaf once into a :class:`BuildIndex`:
 job id -> summary and the leaf indexes of the job's entries, jobs in request order, verdicts in
-log order, crate name -> jobs. Leaves that do not parse as protocol leaves
-(:meth:`logserver.protocol.signed.Leaf.parse`; an ``--open`` log accepts anything) are skipped.
-Signatures are not checked here: a log that runs the protocol validated them on the way in,
-and the build page names each entry's signer.
+log order, crate name -> jobs, and each crate's (name, version) last verdict with the coverage
+counts and timeline of :mod:`logserver.dashboard.coverage`. Leaves that do not parse as protocol
+leaves (:meth:`logserver.protocol.signed.Leaf.parse`; an ``--open`` log accepts anything) are
+skipped. Signatures are not checked here: a log that runs the protocol validated them on the way
+in, and the build page names each entry's signer.
 
 ``BuildIndex`` is pure: leaves in, query results out. :class:`IndexFollower` is its I/O edge: a
 thread that reads new leaves from the LMDB store, woken by the sequencer's listener after each
@@ -22,7 +23,15 @@ from dataclasses import dataclass, field, replace
 import lmdb
 
 from logserver.core.errors import FormatError, OperationalError, UsageError
-from logserver.protocol.entries import Close, Request, Verdict
+from logserver.dashboard.coverage import (
+    MAX_BUCKETS,
+    Coverage,
+    CoverageTally,
+    CratesPage,
+    CrateVerdict,
+    normalise_reason,
+)
+from logserver.protocol.entries import Close, Request, Reveal, Verdict
 from logserver.protocol.signed import Leaf
 from logserver.sequencer import Integrated
 from logserver.storage import LogStore
@@ -66,6 +75,8 @@ class JobsPage:
 class _JobRecord:
     summary: JobSummary
     entries: list[int] = field(default_factory=list)
+    # Reveal leaf -> normalised failure reason, until the job's verdict refers to them.
+    failed_reveals: dict[int, str] = field(default_factory=dict)
 
 
 def _recipe_text(recipe: object, key: str) -> str:
@@ -84,6 +95,7 @@ class BuildIndex:
         self._verdicts: list[tuple[int, str]] = []  # (leaf index, job id) in log order
         self._by_name: dict[str, list[str]] = {}  # lowercase crate name -> job ids, in order
         self._outcomes: dict[str, int] = {}
+        self._coverage = CoverageTally()
         self._skipped = 0
 
     # ------------------------------------------------------------------------ folding leaves
@@ -143,12 +155,19 @@ class BuildIndex:
         summary = record.summary
         if isinstance(entry, Close) and summary.close_time is None:
             record.summary = replace(summary, close_time=time)
+        elif isinstance(entry, Reveal) and entry.failure is not None:
+            if summary.verdict_index is None:
+                record.failed_reveals[index] = normalise_reason(entry.failure)
         elif isinstance(entry, Verdict) and summary.verdict_index is None:
             record.summary = replace(
                 summary, verdict_index=index, verdict_time=time, outcome=entry.outcome
             )
             self._verdicts.append((index, entry.job))
             self._outcomes[entry.outcome] = self._outcomes.get(entry.outcome, 0) + 1
+            self._coverage.add_verdict(
+                summary.name, summary.version, index, time, entry, record.failed_reveals
+            )
+            record.failed_reveals = {}
         return True
 
     # ------------------------------------------------------------------------ queries
@@ -197,6 +216,34 @@ class BuildIndex:
                 total = len(matched)
                 ids = matched[offset : offset + limit]
             return JobsPage(tuple(self._jobs[j].summary for j in ids), total)
+
+    # ------------------------------------------------------------------------ coverage
+
+    def coverage(self, max_buckets: int = MAX_BUCKETS) -> Coverage:
+        """Crates by their last verdict's outcome, verdicts by outcome, builders' failure
+        reasons, and a timeline of at most ``max_buckets`` buckets (bounded work)."""
+        with self._lock:
+            return self._coverage.coverage(max_buckets)
+
+    def crates_page(self, offset: int, limit: int, query: str = "") -> CratesPage:
+        """Crates with their last verdict, by name then version, skipping ``offset``; with
+        ``query``, only crates whose name contains it (case-insensitive)."""
+        if offset < 0 or limit < 0:
+            raise UsageError("offset and limit must not be negative")
+        needle = query.strip().lower()[:MAX_QUERY_CHARS]
+        with self._lock:
+            return self._coverage.crates_page(offset, limit, needle)
+
+    def crate(self, name: str, version: str) -> CrateVerdict | None:
+        """The last verdict of crate ``name`` ``version`` (exact spelling), None without one."""
+        with self._lock:
+            return self._coverage.crate(name, version)
+
+    def crate_versions(self, name: str) -> tuple[CrateVerdict, ...]:
+        """Every version of crate ``name`` (ignoring case) that has a verdict, with its last
+        verdict, oldest version first: for a name/version lookup over the same leaves."""
+        with self._lock:
+            return self._coverage.versions(name)
 
 
 class IndexFollower:

@@ -88,6 +88,7 @@ def layout(title: str, origin: str, body: str, query: str = "", *, builds: bool 
     that runs the build protocol has builds)."""
     build_nav = (
         '<a href="/builds" id="nav-builds">Builds</a>'
+        '<a href="/coverage" id="nav-coverage">Coverage</a>'
         '<a href="/checkpoints" id="nav-checkpoints">Checkpoints</a>'
         '<form action="/builds" method="get" role="search">'
         f'<input type="search" name="q" value="{esc(query)}" placeholder="crate name"'
@@ -276,7 +277,12 @@ def render_overview(o: Overview) -> str:
         parts.append(jobs_table(o.latest, "latest") if o.latest else "<p>No verdict yet.</p>")
     parts.append(
         "<p>"
-        + ('<a href="/builds">All builds</a> · ' if o.builds else "")
+        + (
+            '<a href="/builds">All builds</a> · '
+            '<a href="/coverage" id="coverage-link">Coverage</a> · '
+            if o.builds
+            else ""
+        )
         + '<a href="/checkpoints">Checkpoint history</a> · '
         '<a href="/witnesses">witnesses (JSON)</a> · <a href="/metrics">metrics</a></p>'
     )

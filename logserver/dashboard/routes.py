@@ -1,10 +1,11 @@
 """The log's dashboard: server-rendered HTML pages over the log, its builds and its witnesses.
 
 ``add_dashboard(app, service)`` registers ``/`` (overview), ``/builds`` (``?page=``, ``?q=``),
-``/build/<job id>`` and ``/checkpoints`` (``?before=``). The build pages exist only on a log that
-runs the build protocol (``--network`` with ``"entries": "protocol"``), whose sequencer checked
-every leaf against its rules; on any other log anyone may append leaves that look like builds,
-so there ``/builds`` and ``/build/<job id>`` answer 404 and the overview shows no builds. No
+``/build/<job id>``, ``/coverage`` (``?page=``, ``?q=``) and ``/checkpoints`` (``?before=``). The
+build pages (builds, build, coverage) exist only on a log that runs the build protocol
+(``--network`` with ``"entries": "protocol"``), whose sequencer checked every leaf against its
+rules; on any other log anyone may append leaves that look like builds, so there they answer 404
+and the overview shows no builds. No
 page scans the log: build lists
 come from a :class:`~logserver.dashboard.index.BuildIndex` filled once at start-up from LMDB,
 by a background thread, and kept level by a sequencer listener; a build page reads only its
@@ -28,6 +29,7 @@ from logserver.core.cosignature import COSIGNATURE_SIZE, cosignature_timestamp
 from logserver.core.errors import FormatError
 from logserver.core.note import NoteSignature, split_note
 from logserver.dashboard.build import render_build
+from logserver.dashboard.coverage_page import render_coverage
 from logserver.dashboard.index import MAX_QUERY_CHARS, IndexFollower
 from logserver.dashboard.pages import (
     NO_PROTOCOL,
@@ -192,7 +194,8 @@ def add_dashboard(app: FastAPI, service: LogService) -> None:
 
 
 def _add_no_builds(app: FastAPI, origin: str) -> None:
-    """``/builds`` and ``/build/<id>`` of a log that does not run the build protocol: 404."""
+    """``/builds``, ``/build/<id>`` and ``/coverage`` of a log that does not run the build
+    protocol: 404."""
 
     def no_builds() -> HTMLResponse:
         return _html(error_page(origin, "No builds", NO_PROTOCOL, builds=False), 404)
@@ -203,6 +206,10 @@ def _add_no_builds(app: FastAPI, origin: str) -> None:
 
     @app.get("/build/{job_id}", include_in_schema=False)
     async def build(job_id: str) -> HTMLResponse:
+        return no_builds()
+
+    @app.get("/coverage", include_in_schema=False)
+    async def coverage() -> HTMLResponse:
         return no_builds()
 
 
@@ -254,4 +261,17 @@ def _add_build_pages(app: FastAPI, service: LogService, follower: IndexFollower)
             for i in index.entry_indexes(job_id)[:MAX_JOB_LEAVES]
         ]
         body = render_build(origin, summary, leaves, service.published_size())
+        return _html(body)
+
+    @app.get("/coverage", include_in_schema=False)
+    async def coverage(request: Request) -> HTMLResponse:
+        page = _decimal(request, "page", 1, 1, MAX_PAGE)
+        if page is None:
+            return bad_request(f"page must be a whole number from 1 to {MAX_PAGE}")
+        query = request.query_params.get("q", "")[:MAX_QUERY_CHARS]
+        found = index.crates_page((page - 1) * PAGE_SIZE, PAGE_SIZE, query)
+        notice = index_notice(service.store.size(), index.size, follower.failure)
+        body = render_coverage(
+            origin, index.coverage(), found.crates, found.total, page, query, notice
+        )
         return _html(body)

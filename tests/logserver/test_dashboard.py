@@ -43,8 +43,17 @@ class FilledLog:
     size: int
 
 
+# Built again half-way, with another recipe (features): the reproduced one fails, the failed
+# one is reproduced.
+REBUILT: list[tuple[str, str, Plan]] = [
+    ("crate-0-0", "0.0.0", "failed"),
+    ("crate-0-2", "0.0.2", "reproduced"),
+]
+
+
 def _fill(log: ProtocolLog, waves: int) -> list[BuiltJob]:
-    """Waves of builds of every plan, and one hostile build, in the stopped log's LMDB."""
+    """Waves of builds of every plan, two crates built again, and one hostile build, in the
+    stopped log's LMDB."""
     jobs: list[BuiltJob] = []
     for wave in range(waves):
         specs = [(f"crate-{wave}-{i}", f"0.{wave}.{i}", plan) for i, plan in enumerate(PLANS)]
@@ -53,6 +62,10 @@ def _fill(log: ProtocolLog, waves: int) -> list[BuiltJob]:
         leaves, built = log.fixture.builds(log.size, specs)
         log.prefill(leaves)
         jobs += built
+        if wave == waves // 2:
+            leaves, built = log.fixture.builds(log.size, REBUILT, features=("rebuilt",))
+            log.prefill(leaves)
+            jobs += built
     return jobs
 
 
@@ -292,3 +305,112 @@ def test_overview_with_witnesses(tmp_path: Path) -> None:
             assert log.cosigners[0].name in cps[0]
     finally:
         log.stop()
+
+
+# ------------------------------------------------------------------------------ coverage
+
+
+def _last_verdicts(jobs: list[BuiltJob]) -> dict[tuple[str, str], BuiltJob]:
+    """Each crate's job with the last verdict in log order."""
+    last: dict[tuple[str, str], BuiltJob] = {}
+    for job in sorted((j for j in jobs if "verdict" in j.leaves), key=_verdict_index):
+        last[job.name, job.version] = job
+    return last
+
+
+def _outcome(job: BuiltJob) -> str:
+    return {"misbehaviour": "reproduced", "open": "failed"}.get(job.plan, job.plan)
+
+
+def test_coverage_counts_crates_by_their_last_verdict(filled: FilledLog) -> None:
+    page = _get(filled.client, "/coverage")
+    last = _last_verdicts(filled.jobs)
+    with_verdict = [j for j in filled.jobs if "verdict" in j.leaves]
+    assert f'id="cov-crates"><b>{len(last)}</b>' in page
+    assert f'id="cov-verdicts"><b>{len(with_verdict)}</b>' in page
+    outcomes = {}
+    for row in _rows(page, "outcomes"):
+        cells = re.findall(r"<td>(.*?)</td>", row)
+        outcome = re.search(r'class="badge ([a-z-]+)"', cells[0]).group(1)  # type: ignore[union-attr]
+        outcomes[outcome] = (int(cells[1]), int(cells[3]))
+    for outcome in ("reproduced", "not-reproduced", "failed"):
+        crates = sum(_outcome(j) == outcome for j in last.values())
+        verdicts = sum(_outcome(j) == outcome for j in with_verdict)
+        assert outcomes[outcome] == (crates, verdicts), outcome
+    reproduced = sum(_outcome(j) == "reproduced" for j in last.values())
+    assert f"{reproduced} ({100 * reproduced / len(last):.1f}%)" in page
+    # The builders' failure reasons, read from the reveals the verdicts point to.
+    reasons = {
+        cells[0]: (int(cells[1]), int(cells[2]))
+        for cells in (re.findall(r"<td>(.*?)</td>", row) for row in _rows(page, "reasons"))
+    }
+    failed = sum(j.plan == "failed" for j in with_verdict)
+    opened = sum(j.plan == "open" for j in with_verdict)
+    cheats = sum(j.plan == "misbehaviour" for j in with_verdict)
+    assert reasons == {
+        "nonzero-exit": (3 * failed, failed),
+        "timeout": (failed, failed),
+        "no-reveal": (4 * opened, opened),
+        "commitment-mismatch": (cheats, cheats),
+    }
+    # The timeline's bars add up to every verdict; its last point covers every crate.
+    timeline = [re.findall(r"<td>(.*?)</td>", row) for row in _rows(page, "timeline")]
+    assert sum(int(cells[1]) + int(cells[2]) + int(cells[3]) for cells in timeline) == len(
+        with_verdict
+    )
+    assert int(timeline[0][4]) == len(last)  # newest bucket first
+    assert '<svg id="coverage-chart"' in page and 'id="share-line"' in page
+    assert 'href="/coverage" id="nav-coverage"' in page
+    assert 'href="/coverage" id="coverage-link"' in _get(filled.client, "/")
+
+
+def test_coverage_lists_each_crate_once_with_its_last_verdict(filled: FilledLog) -> None:
+    last = _last_verdicts(filled.jobs)
+    first = _get(filled.client, "/coverage")
+    rows = _rows(first, "crates")
+    assert len(rows) == 50 and f"Showing 1–50 of {len(last)}" in first
+    assert 'rel="next" href="/coverage?page=2"' in first
+    second = _get(filled.client, "/coverage?page=2")
+    rows += _rows(second, "crates")
+    assert len(rows) == len(last) and 'rel="prev" href="/coverage?page=1"' in second
+    listed = {}
+    for row in rows:
+        job = re.search(r'href="/build/([0-9a-f]{64})"', row).group(1)  # type: ignore[union-attr]
+        listed[job] = row
+    assert set(listed) == {j.job for j in last.values()}
+    for job in last.values():
+        assert f'class="badge {_outcome(job)}"' in listed[job.job]
+    # A crate built twice: the last verdict wins, with its reason.
+    rebuilt = last["crate-0-0", "0.0.0"]
+    assert rebuilt.plan == "failed" and "rebuilt" in _get(filled.client, f"/build/{rebuilt.job}")
+    cells = re.findall(r"<td>(.*?)</td>", listed[rebuilt.job])
+    assert cells[1:4] == ["0.0.0", '<span class="badge failed">failed</span>', "nonzero-exit"]
+    assert cells[5] == "2"
+    again = re.findall(r"<td>(.*?)</td>", listed[last["crate-0-2", "0.0.2"].job])
+    assert again[2:4] == ['<span class="badge reproduced">reproduced</span>', "—"]
+    not_repro = last["crate-1-1", "0.1.1"]
+    assert "outputs-differ" in listed[not_repro.job]
+    for bad in ("0", "x", "01", "99999999"):
+        _get(filled.client, f"/coverage?page={bad}", 400)
+    assert "none of" in _get(filled.client, "/coverage?page=3")
+
+
+def test_coverage_search_and_escaping(filled: FilledLog) -> None:
+    last = _last_verdicts(filled.jobs)
+    page = _get(filled.client, "/coverage?q=CRATE-3-")
+    rows = _rows(page, "crates")
+    expected = [key for key in last if key[0].startswith("crate-3-")]
+    assert len(rows) == len(expected) > 0 and all(">crate-3-" in row for row in rows)
+    assert f"Showing 1–{len(expected)} of {len(expected)}" in page
+    exact = _rows(_get(filled.client, "/coverage?q=crate-0-0"), "crates")
+    assert len(exact) == 1 and "badge failed" in exact[0]
+    assert "none of 0" in _get(filled.client, "/coverage?q=no-such-crate")
+    hostile = last[HOSTILE_NAME, HOSTILE_VERSION]
+    for path in ("/coverage", "/coverage?q=script", "/coverage?page=1&q=%3Cscript"):
+        page = _get(filled.client, path)
+        assert html.escape(HOSTILE_NAME) in page and html.escape(HOSTILE_VERSION) in page
+        assert "<img" not in page and "onerror=alert(1)>" not in page
+    found = _rows(_get(filled.client, "/coverage?q=%3Cscript"), "crates")
+    assert len(found) == 1 and f'href="/build/{hostile.job}"' in found[0]
+    echoed = _get(filled.client, "/coverage?q=" + httpx.QueryParams({"x": '"><b>x'})["x"])
+    assert "&quot;&gt;&lt;b&gt;x" in echoed and '"><b>x' not in echoed

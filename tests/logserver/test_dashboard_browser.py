@@ -2,8 +2,9 @@
 
 Selenium drives the system chromedriver, named explicitly so that Selenium Manager never runs
 and nothing is downloaded. The test clicks from the overview to the builds, searches, opens a
-build, downloads its proof file and checks it, and takes a screenshot of every page that must
-decode as a PNG of sensible size with more than one colour. With ``DASHBOARD_SHOTS_DIR`` set,
+build, downloads its proof file and checks it, clicks through to the coverage page and its
+chart, searches it and follows a crate to its build, and takes a screenshot of every page that
+must decode as a PNG of sensible size with more than one colour. With ``DASHBOARD_SHOTS_DIR`` set,
 the screenshots are also copied there for a person to look at.
 """
 
@@ -229,6 +230,47 @@ def test_click_through_the_dashboard_and_download_a_proof(
     rows = browser.find_elements(By.CSS_SELECTOR, "#cps tbody tr")
     assert len(rows) == 50 and rows[0].text.split(" ")[0].isdigit()
     _shot(browser, tmp_path, "checkpoints")
+
+
+def test_click_through_to_the_coverage_page(
+    browser: webdriver.Chrome, dashboard: tuple[str, list[BuiltJob]], tmp_path: Path
+) -> None:
+    url, jobs = dashboard
+    decided = [j for j in jobs if "verdict" in j.leaves]  # each crate was built once here
+    browser.get(url + "/")
+    browser.find_element(By.ID, "coverage-link").click()
+    assert browser.current_url == url + "/coverage"
+    assert browser.title.startswith("Coverage")
+    assert browser.find_element(By.ID, "cov-crates").text.split("\n")[0] == str(len(decided))
+    chart = browser.find_element(By.ID, "coverage-chart")
+    assert chart.size["width"] > 600 and chart.size["height"] > 200
+    bars = browser.find_elements(By.CSS_SELECTOR, "#coverage-chart rect.bar")
+    assert {b.get_attribute("class") for b in bars} == {
+        "bar reproduced",
+        "bar not-reproduced",
+        "bar failed",
+    }
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#crates tbody tr")) == 50
+    reasons = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#reasons tbody tr")]
+    assert any(r.startswith("nonzero-exit ") for r in reasons), reasons
+    _no_alert(browser)
+    _shot(browser, tmp_path, "coverage")
+
+    box = browser.find_element(By.ID, "coverage-q")
+    box.send_keys("crate-4-", Keys.ENTER)
+    WebDriverWait(browser, 15).until(expected_conditions.url_contains("q=crate-4-"))
+    found = browser.find_elements(By.CSS_SELECTOR, "#crates tbody tr")
+    assert [r.text.split(" ")[0] for r in found] == [f"crate-4-{i}" for i in range(5)]
+    _shot(browser, tmp_path, "coverage-search")
+    browser.find_element(By.LINK_TEXT, "crate-4-2").click()
+    target = next(j for j in jobs if j.name == "crate-4-2")
+    assert browser.current_url == f"{url}/build/{target.job}"
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text == "crate-4-2 0.4.2 failed"
+
+    browser.get(url + "/coverage?q=%3Cscript")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#crates tbody tr")
+    assert len(rows) == 1 and rows[0].text.startswith(HOSTILE_NAME)  # shown as text, not run
+    _no_alert(browser)
 
 
 def test_a_blank_page_fails_the_screenshot_check(browser: webdriver.Chrome, tmp_path: Path) -> None:

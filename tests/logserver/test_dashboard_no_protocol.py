@@ -59,8 +59,9 @@ def _assert_no_builds(client: httpx.Client, job: str, size: int) -> None:
     assert "forged-crate" not in page
     assert "badge reproduced" not in page and "stat-reproduced" not in page
     assert 'href="/builds"' not in page and 'name="q"' not in page
+    assert 'href="/coverage"' not in page
     assert "no build protocol" in page
-    for path in ("/builds", "/builds?q=forged", f"/build/{job}"):
+    for path in ("/builds", "/builds?q=forged", f"/build/{job}", "/coverage", "/coverage?q=f"):
         r = client.get(path)
         assert r.status_code == 404, path
         assert "forged-crate" not in r.text and "no build protocol" in r.text

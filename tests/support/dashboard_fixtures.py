@@ -37,8 +37,17 @@ def diff_report_text(job: str) -> bytes:
     return f"--- builder-1\n+++ builder-3\n@@ job {job} @@\n-a\n+b\n".encode()
 
 
-def recipe(name: str, version: str) -> dict[str, Any]:
-    """A recipe with every field of spec/builds.md (values are made up, the shape is real)."""
+def failure_reason(builder: str) -> str:
+    """What a builder of a ``failed`` plan reveals: the sandbox's reason code with hostile
+    detail for three builders, a time-out for the fourth."""
+    if builder == "builder-4":
+        return "timeout"
+    return f'nonzero-exit: linker <error> & "quotes" on {builder}'
+
+
+def recipe(name: str, version: str, features: Sequence[str] = ()) -> dict[str, Any]:
+    """A recipe with every field of spec/builds.md (values are made up, the shape is real);
+    other ``features`` make another recipe (another job) for the same crate."""
     return {
         "schema": "synchronicity/recipe/v1",
         "ecosystem": "crates",
@@ -55,7 +64,7 @@ def recipe(name: str, version: str) -> dict[str, Any]:
         "build_env": {"rootfs_sha256": _digest("rootfs")},
         "target": "x86_64-unknown-linux-gnu",
         "profile": "release",
-        "features": [],
+        "features": sorted(features),
         "default_features": True,
         "artifacts": ["bin", "rlib"],
     }
@@ -108,10 +117,15 @@ class ProtocolFixture:
         return positions
 
     def builds(
-        self, first_index: int, specs: Sequence[tuple[str, str, Plan]], step_ms: int = 1500
+        self,
+        first_index: int,
+        specs: Sequence[tuple[str, str, Plan]],
+        step_ms: int = 1500,
+        features: Sequence[str] = (),
     ) -> tuple[list[bytes], list[BuiltJob]]:
         """Leaves of one wave of builds starting at leaf ``first_index``, interleaved as a busy
-        log would hold them: all requests, then commits, closes, reveals, verdicts, reports."""
+        log would hold them: all requests, then commits, closes, reveals, verdicts, reports.
+        ``features`` go into every recipe of the wave (to build a crate again)."""
         assert first_index >= self.state.size, "leaves are numbered as in the log"
         # Leaves in between are not protocol leaves: number ours as the log does, so that
         # evidence in verdicts names real leaf indexes.
@@ -123,7 +137,7 @@ class ProtocolFixture:
             job.leaves[role] = first_index + len(out) - 1
 
         for name, version, plan in specs:
-            request = e.Request(recipe(name, version))
+            request = e.Request(recipe(name, version, features))
             out.append(self._leaf(request, self.builders["builder-1"]))
             jobs.append(BuiltJob(request.job, name, version, plan))
             self.jobs[request.job] = jobs[-1]
@@ -170,7 +184,7 @@ class ProtocolFixture:
 
     def _output(self, job: BuiltJob, builder: str) -> str:
         if job.plan == "failed":
-            return e.failure_digest(f'{builder}: linker <error> & "quotes"')
+            return e.failure_digest(failure_reason(builder))
         if job.plan == "not-reproduced" and builder in ("builder-3", "builder-4"):
             return _digest("output", job.job, "other")
         return _digest("output", job.job)
@@ -180,8 +194,7 @@ class ProtocolFixture:
         if job.plan == "misbehaviour" and builder == "builder-4":
             nonce = _digest("another nonce")  # does not open the commit: evidence
         if job.plan == "failed":
-            reason = f'{builder}: linker <error> & "quotes"'
-            return e.Reveal(job.job, builder, nonce, failure=reason)
+            return e.Reveal(job.job, builder, nonce, failure=failure_reason(builder))
         return e.Reveal(
             job.job,
             builder,
