@@ -34,6 +34,7 @@ import hashlib
 import zlib
 from collections.abc import Iterator, Mapping
 from types import TracebackType
+from urllib.parse import quote
 
 import httpx
 
@@ -287,6 +288,25 @@ class LogClient:
             headers[BLOB_SIGNATURE_HEADER] = f"{signer.name} {signature}"
         self._call("PUT", f"/blob/{name}", ok=(200, 201), content=data, headers=headers)
         return name
+
+    # ----- the crate index ----------------------------------------------------------------
+
+    def crate_index(
+        self, name: str, version: str | None = None, size: int | None = None
+    ) -> dict[str, object] | None:
+        """The log's index of a crate's verdicts (``GET /crates/<name>[/<version>]``, at the
+        published size or at ``size``) as a JSON object, unverified; None when the log has no
+        verdict for it (404). ``name`` and ``version`` must be valid (``crate_index``)."""
+        path = "/crates/" + quote(name, safe="")
+        if version is not None:
+            path += "/" + quote(version, safe="")
+        params = None if size is None else {"size": size}
+        status, body = self._exchange("GET", path, MAX_ANSWER, params=params)
+        if status == 404:
+            return None
+        if status != 200:
+            raise OperationalError(f"GET {path}: the log answered {status}: {_excerpt(body)}")
+        return self._json(body, "a crate index answer")
 
     # ----- writes ------------------------------------------------------------------------
 

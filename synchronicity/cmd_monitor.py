@@ -1,4 +1,8 @@
-"""``synchronicity monitor``: follow a log over HTTP and fail loudly if it ever forks."""
+"""``synchronicity monitor``: follow a log over HTTP and fail loudly if it ever forks.
+
+With ``--network`` it also replays the build protocol (every verdict recomputed) and checks
+the crate index the log serves (``/crates/...``) against the same leaves.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from logserver.core.errors import UsageError
 from logserver.core.policy import Policy
 from logserver.protocol.fold import protocol_config
 from logserver.protocol.network import NetworkConfig
-from witness.monitor import Monitor, VerdictChecker
+from witness.monitor import IndexAudit, Monitor, VerdictChecker
 
 
 def monitor(args: argparse.Namespace) -> int:
@@ -20,12 +24,13 @@ def monitor(args: argparse.Namespace) -> int:
     if not url:
         raise UsageError("the policy names no log URL; give --log URL")
     client = LogClient(url, timeout=10.0)
-    verdicts = None
+    verdicts = crates = None
     if args.network:
         network = NetworkConfig.parse(Path(args.network).read_bytes())
         if network.entries != "protocol":
             raise UsageError("--network: this network's log holds no build-protocol entries")
         verdicts = VerdictChecker(protocol_config(network))
+        crates = IndexAudit(network.network_id, client.crate_index)
     mon = Monitor(
         policy,
         Path(args.state),
@@ -33,11 +38,15 @@ def monitor(args: argparse.Namespace) -> int:
         client.consistency_proof,
         verdicts=verdicts,
         fetch_leaves=client.leaves,
+        crates=crates,
     )
     while True:
         seen = mon.check_once()
         state = "advanced to" if seen.advanced else "unchanged at"
         replayed = f"; {len(verdicts.state.jobs)} jobs' verdicts recomputed" if verdicts else ""
+        if crates is not None:
+            total = len(crates.index.names())
+            replayed += f"; crate index checked ({crates.checked} of {total} crates asked)"
         print(
             f"OK: {seen.checkpoint.origin} {state} size {seen.checkpoint.size}{replayed}",
             flush=True,

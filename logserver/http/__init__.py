@@ -6,7 +6,7 @@ The package, from the inside out:
   blob store, witness bookkeeping, metrics), configured by a ``LogConfig``;
 - ``errors``: the one table from exception to HTTP status and headers;
 - ``problems``: RFC 9457 problem+json answers and a size-limited body reader;
-- ``entries``, ``tiles``, ``proofs``, ``blobs``, ``witnesses``, ``ops``: the routes, one
+- ``entries``, ``tiles``, ``proofs``, ``blobs``, ``witnesses``, ``crates``, ``ops``: the routes, one
   module per concern, each a few handlers that call the service and write out its answer;
 - ``app``: ``create_app(service)``, which puts them (and the dashboard) on a FastAPI app.
 
