@@ -25,7 +25,7 @@ from typing import Any
 import docker
 
 from builder.archive import safe_extract
-from builder.choice import docs_rs_features
+from builder.choice import docs_rs_features, nightly_features
 from builder.container import remove_leftover_containers
 from builder.image import (
     ImageConfig,
@@ -84,6 +84,7 @@ class _CrateFacts:
     version: str
     lock: str | None
     manifest: dict[str, Any]
+    nightly: frozenset[str] = frozenset()  # features that need a nightly compiler
 
 
 def _crate_facts(data: bytes, what: str) -> _CrateFacts:
@@ -104,7 +105,16 @@ def _crate_facts(data: bytes, what: str) -> _CrateFacts:
             raise FormatError(what, f"top directory {tops[0].name} is not {name}-{version}")
         lock_path = tops[0] / "Cargo.lock"
         lock = lock_path.read_text() if lock_path.is_file() else None
-        return _CrateFacts(name, version, lock, manifest)
+        return _CrateFacts(name, version, lock, manifest, nightly_features(_rust_sources(tops[0])))
+
+
+def _rust_sources(top: Path, limit: int = 256, max_bytes: int = 1 << 20) -> list[str]:
+    """The text of the crate's first ``.rs`` files under ``src`` (bounded), for feature scans."""
+    out: list[str] = []
+    for path in sorted((top / "src").rglob("*.rs"))[:limit]:
+        if path.is_file() and not path.is_symlink() and path.stat().st_size <= max_bytes:
+            out.append(path.read_text(errors="replace"))
+    return out
 
 
 def generate_lockfile(data: bytes, name: str, version: str, toolchain_dir: Path) -> str:
@@ -175,8 +185,8 @@ def resolve_recipe(
         source = SOURCE_CRATES_IO
     name, version, lock = facts.name, facts.version, facts.lock
     if features is None:
-        features = docs_rs_features(facts.manifest) or Features()
-        progress(f"{name}@{version}: {features.describe()} ({_origin(facts.manifest)})")
+        features = docs_rs_features(facts.manifest, facts.nightly) or Features()
+        progress(f"{name}@{version}: {features.describe()} ({_origin(facts)})")
     features = features.normalized()
     if lock is None:
         progress(f"{name}@{version} ships no Cargo.lock; resolving one with cargo")
@@ -199,10 +209,13 @@ def resolve_recipe(
     )
 
 
-def _origin(manifest: dict[str, Any]) -> str:
-    if docs_rs_features(manifest) is None:
+def _origin(facts: _CrateFacts) -> str:
+    if docs_rs_features(facts.manifest, facts.nightly) is None:
         return "the crate's defaults"
-    return "as its [package.metadata.docs.rs] asks"
+    asked = docs_rs_features(facts.manifest) or Features()
+    left_out = sorted(set(asked.features) & facts.nightly)
+    note = f", without {', '.join(left_out)}: nightly only" if left_out else ""
+    return f"as its [package.metadata.docs.rs] asks{note}"
 
 
 def _cleanup_once(client: docker.DockerClient) -> None:

@@ -3,7 +3,12 @@
 ``newest_version`` picks, from a crate's sparse-index entries, the highest SemVer 2.0 version
 that is not yanked, and a pre-release only when asked. ``docs_rs_features`` reads the feature
 selection a crate asks docs.rs to build with (``[package.metadata.docs.rs]``: ``features``,
-``all-features``, ``no-default-features``), or None when it names none.
+``all-features``, ``no-default-features``), or None when it names none, as far as a stable
+toolchain can build it: docs.rs builds with a nightly compiler and the metadata's
+``rustc-args``, so a selection that passes compiler arguments is not followed (the crate's
+defaults are built), and features the crate itself marks as needing nightly (a
+``#![cfg_attr(feature = "F", feature(...))]`` in its sources, see ``nightly_features``) are left
+out of it.
 """
 
 from __future__ import annotations
@@ -57,8 +62,27 @@ def newest_version(name: str, versions: list[tuple[str, bool]], *, pre: bool = F
     return max(candidates, key=semver_key)
 
 
-def docs_rs_features(manifest: dict[str, Any]) -> Features | None:
-    """The features selected by ``[package.metadata.docs.rs]``, or None if it selects none."""
+_CFG_ATTR = re.compile(r"cfg_attr\s*\((?P<condition>[^;]*?),\s*feature\s*\(")
+_FEATURE_NAME = re.compile(r'feature\s*=\s*"(?P<name>[^"]+)"')
+_NEGATED = re.compile(r"not\s*\([^()]*\)")  # a feature that must be OFF turns nothing on
+
+
+def nightly_features(sources: list[str]) -> frozenset[str]:
+    """Features that turn on unstable compiler features: ``cfg_attr(<cond>, feature(...))``
+    whose condition names ``feature = "F"`` (serde's ``unstable``, for example)."""
+    found: set[str] = set()
+    for text in sources:
+        for match in _CFG_ATTR.finditer(text):
+            condition = _NEGATED.sub("", match["condition"])
+            found.update(m["name"] for m in _FEATURE_NAME.finditer(condition))
+    return frozenset(found)
+
+
+def docs_rs_features(
+    manifest: dict[str, Any], nightly: frozenset[str] = frozenset()
+) -> Features | None:
+    """The features selected by ``[package.metadata.docs.rs]`` that a stable toolchain can
+    build (without ``nightly`` ones), or None if it selects none or needs compiler arguments."""
     package = manifest.get("package", {})
     metadata = package.get("metadata", {}) if isinstance(package, dict) else {}
     docs = metadata.get("docs") if isinstance(metadata, dict) else None
@@ -74,4 +98,11 @@ def docs_rs_features(manifest: dict[str, Any]) -> Features | None:
         raise FormatError("[package.metadata.docs.rs]", "all-features and no-default-features")
     if not features and not all_features and not no_default:
         return None
+    if docs.get("rustc-args"):
+        return None  # docs.rs passes compiler flags (often --cfg ..._unstable) we do not
+    if all_features and nightly:  # all of them but those that need nightly
+        declared = manifest.get("features", {})
+        features = list(declared) if isinstance(declared, dict) else []
+        all_features = False
+    features = [f for f in features if f not in nightly]
     return Features(tuple(features), not no_default, all_features).normalized()

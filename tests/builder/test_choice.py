@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from builder.choice import docs_rs_features, newest_version, semver_key
+from builder.choice import docs_rs_features, newest_version, nightly_features, semver_key
 from builder.recipe import Features, Toolchain, from_json, from_value
 from builder.recipe import Recipe as RecipeValue
 from builder.sources import index_versions
@@ -106,6 +106,26 @@ def test_docs_rs_metadata_selects_features() -> None:
     assert Features(("b", "a")).normalized().describe() == "features a,b"
     assert Features((), False).describe() == "no default features"
     assert Features().describe() == "default features"
+
+
+def test_docs_rs_selection_is_what_a_stable_toolchain_can_build() -> None:
+    """docs.rs builds with nightly and its rustc-args: serde asks for "unstable", which turns
+    on compiler features; tokio asks for all features with --cfg tokio_unstable."""
+    serde_sources = [
+        '#![cfg_attr(feature = "unstable", feature(never_type))]\n',
+        '#![cfg_attr(all(feature = "std", feature = "x"), feature(y))]\n#![no_std]\n',
+        '#![cfg_attr(not(feature = "alloc"), feature(z))]\n',
+        '#[cfg(feature = "derive")]\npub use serde_derive::*;\n',
+    ]
+    nightly = nightly_features(serde_sources)
+    assert nightly == {"unstable", "std", "x"}
+    serde = _docs({"features": ["derive", "rc", "unstable"]})
+    assert docs_rs_features(serde, frozenset({"unstable"})) == Features(("derive", "rc"))
+    tokio = _docs({"all-features": True, "rustc-args": ["--cfg", "tokio_unstable"]})
+    assert docs_rs_features(tokio) is None  # the crate's defaults, not a build that fails
+    everything = {**_docs({"all-features": True}), "features": {"a": [], "nightly": []}}
+    assert docs_rs_features(everything, frozenset({"nightly"})) == Features(("a",))
+    assert docs_rs_features(everything) == Features((), True, True)
 
 
 def _recipe(**changes: object) -> RecipeValue:
