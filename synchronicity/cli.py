@@ -144,13 +144,26 @@ def _note(commands: Commands) -> None:
 def _verify(commands: Commands) -> None:
     v = commands.add_parser("verify", help="verify a proof file offline against a trust policy")
     v.add_argument("--policy", required=True, help="tlog-policy file")
-    v.add_argument("--proof", required=True, help="c2sp.org/tlog-proof@v1 file")
+    v.add_argument("--proof", help="c2sp.org/tlog-proof@v1 file")
     v.add_argument("--entry", help="the logged entry (default: the proof's extra data)")
     v.add_argument(
         "--artifact",
         action="append",
         help="a file that must be a reproduced output of the verdict (repeatable)",
     )
+    v.add_argument(
+        "--proofs",
+        metavar="DIR",
+        help="with --lockfile: a directory of proof files (*.tlog-proof), matched to packages by "
+        "the crate their recipe names",
+    )
+    v.add_argument(
+        "--lockfile",
+        metavar="FILE",
+        help="with --proofs: a Cargo.lock; reports, for each crates.io package, whether a proof "
+        "says it was reproduced (exit 0 only if every one was)",
+    )
+    v.add_argument("--json", action="store_true", help="with --lockfile: the report as JSON")
     v.set_defaults(func=_lazy("synchronicity.cmd_verify", "verify"))
 
     at = commands.add_parser("attest", help="print a verdict proof as an in-toto Statement v1")

@@ -24,7 +24,12 @@ from logserver.client import LogClient
 from logserver.core import proof
 from logserver.protocol.entries import DiffReport, Reveal, Verdict
 from logserver.protocol.network import NetworkConfig
-from logserver.protocol.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
+from logserver.protocol.verdict_proof import (
+    VerdictBundle,
+    check_artifact,
+    verify_verdict,
+    verify_verdict_proof,
+)
 from synchronicity.client import (
     BuilderClient,
     find_request,
@@ -125,11 +130,17 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
             "policy": str(policy_path),
         }
         if verdict.outcome != "reproduced" or verdict.output_digest is None:
-            proof_path.write_bytes(
-                proof.TlogProof(
-                    raw.index, raw.hashes, raw.checkpoint, logged.leaf.to_bytes()
-                ).to_bytes()
-            )
+            # The recipe rides along (no manifest), so the proof says which crate it is about;
+            # only a recipe too large for the extra data leaves the verdict leaf alone.
+            extra = VerdictBundle(
+                logged.leaf.to_bytes(), b"", recipe.to_json(), config.network_id
+            ).to_extra()
+            if len(extra) > proof.MAX_EXTRA_BYTES:
+                extra = logged.leaf.to_bytes()
+            data = proof.TlogProof(raw.index, raw.hashes, raw.checkpoint, extra).to_bytes()
+            if extra != logged.leaf.to_bytes():
+                verify_verdict(data, policy)  # never keep a proof that does not verify
+            proof_path.write_bytes(data)
             t = time.monotonic()
             result["failures"] = _failures(client, verdict)
             chosen_by_crate = feature_choice(args) is None and recipe.selection != Features()

@@ -1,4 +1,8 @@
-"""``synchronicity verify`` and ``synchronicity attest``: offline checks of proof files."""
+"""``synchronicity verify`` and ``synchronicity attest``: offline checks of proof files.
+
+``verify --proofs DIR --lockfile FILE`` checks a whole dependency tree: the pure report is
+:mod:`synchronicity.lockfile_report`; this module only reads the files and prints it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,15 @@ from pathlib import Path
 from logserver.core import proof
 from logserver.core.errors import FormatError, UsageError
 from logserver.core.policy import Policy
+from logserver.core.proof import MAX_PROOF_FILE_BYTES
 from logserver.protocol.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
+from synchronicity.lockfile_report import (
+    build_report,
+    examine_proof,
+    parse_lockfile,
+    render_table,
+    report_json,
+)
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://synchronicity.dev/reproduced/v1"
@@ -26,8 +38,51 @@ def _is_verdict_proof(proof_bytes: bytes) -> bool:
     return True
 
 
+def _read_lockfile(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError("Cargo.lock", f"{path} is not UTF-8") from e
+
+
+def _read_bounded(path: Path) -> bytes:
+    """A proof file's bytes; one byte over the limit is enough for parsing to refuse it."""
+    with path.open("rb") as f:
+        return f.read(MAX_PROOF_FILE_BYTES + 1)
+
+
+def verify_lockfile(args: argparse.Namespace, policy: Policy) -> int:
+    """``verify --proofs DIR --lockfile FILE [--json]``: exit 0 if every crates.io package is
+    reproduced, 1 if any is not (missing, not-reproduced, failed, invalid, mismatch)."""
+    if args.proofs is None or args.lockfile is None:
+        raise UsageError("--proofs DIR and --lockfile FILE go together")
+    if args.proof is not None or args.entry is not None or args.artifact:
+        raise UsageError("--lockfile checks a directory of proofs: no --proof, --entry, --artifact")
+    packages = parse_lockfile(_read_lockfile(Path(args.lockfile)))
+    directory = Path(args.proofs)
+    if not directory.is_dir():
+        raise UsageError(f"--proofs {directory}: not a directory")
+    findings = [
+        examine_proof(path.name, _read_bounded(path), policy)
+        for path in sorted(directory.glob("*.tlog-proof"))
+        if path.is_file()
+    ]
+    report = build_report(packages, findings)
+    if args.json:
+        print(json.dumps(report_json(report), indent=2))
+    else:
+        print(render_table(report), end="")
+    return 0 if report.ok else 1
+
+
 def verify(args: argparse.Namespace) -> int:
     policy = Policy.parse(Path(args.policy).read_bytes())
+    if args.proofs is not None or args.lockfile is not None:
+        return verify_lockfile(args, policy)
+    if args.json:
+        raise UsageError("--json goes with --proofs DIR --lockfile FILE")
+    if args.proof is None:
+        raise UsageError("give --proof FILE, or --proofs DIR with --lockfile FILE")
     proof_bytes = Path(args.proof).read_bytes()
     if args.entry is None and _is_verdict_proof(proof_bytes):
         done = verify_verdict_proof(proof_bytes, policy)

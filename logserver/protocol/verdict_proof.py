@@ -11,6 +11,10 @@ digest (its SHA-256) and the recipe by the job id (its SHA-256), so neither need
 its own. Checking an artifact means: the checkpoint satisfies the policy, the leaf is included,
 it is a ``reproduced`` verdict the log signed for the bundle's network, the manifest and recipe
 hash to what it names, and the artifact's SHA-256 is in the manifest. Pure: no I/O.
+
+A verdict of another outcome (``not-reproduced``, ``failed``) has a bundle too, with an empty
+manifest, so that its recipe says which crate it is about: :func:`verify_verdict` checks such a
+proof (everything but the manifest) and :func:`verify_verdict_proof` refuses it.
 """
 
 from __future__ import annotations
@@ -104,8 +108,24 @@ def _artifacts(manifest: bytes) -> dict[str, tuple[str, int]]:
     return out
 
 
-def verify_verdict_proof(proof_file: bytes, policy: Policy) -> Reproduced:
-    """Check a verdict proof file against a policy; raise unless it proves a reproduction."""
+@dataclass(frozen=True)
+class ProvenVerdict:
+    """What a verified verdict proof of any outcome establishes: the log signed this verdict
+    for the bundle's network, it is in a checkpoint the policy accepts, and ``recipe`` is the
+    job's recipe (``manifest``: the reproduced outputs, empty for any other outcome)."""
+
+    verdict: Verdict
+    index: int
+    origin: str
+    size: int
+    cosigners: frozenset[str]
+    recipe: dict[str, Any]
+    manifest: bytes
+
+
+def verify_verdict(proof_file: bytes, policy: Policy) -> ProvenVerdict:
+    """Check a verdict proof file of any outcome against a policy (steps 1-5 of
+    spec/proof-file.md; a verdict not ``reproduced`` must carry an empty manifest)."""
     parsed = proof.TlogProof.parse(proof_file)
     if parsed.extra is None:
         raise FormatError("verdict proof", "no verdict bundle in the extra data")
@@ -118,20 +138,38 @@ def verify_verdict_proof(proof_file: bytes, policy: Policy) -> Reproduced:
     logs = [log.verifier for log in policy.logs if log.verifier.name == verified.checkpoint.origin]
     # A verdict is authored by the log itself, and signed for its network.
     verify_entry(leaf.entry, logs[0], bundle.network_id)
-    if verdict.outcome != "reproduced" or verdict.output_digest is None:
-        raise VerificationError(f"the verdict is {verdict.outcome!r}, not reproduced")
-    if hashlib.sha256(bundle.manifest).hexdigest() != verdict.output_digest:
-        raise VerificationError("the manifest does not hash to the verdict's output digest")
     if hashlib.sha256(bundle.recipe).hexdigest() != verdict.job:
         raise VerificationError("the recipe does not hash to the verdict's job id")
-    return Reproduced(
+    if verdict.output_digest is not None:
+        if hashlib.sha256(bundle.manifest).hexdigest() != verdict.output_digest:
+            raise VerificationError("the manifest does not hash to the verdict's output digest")
+    elif bundle.manifest:
+        raise VerificationError(f"a {verdict.outcome} verdict has no manifest, but one is given")
+    return ProvenVerdict(
         verdict,
         verified.index,
         verified.checkpoint.origin,
         verified.checkpoint.size,
         verified.cosigners,
         canonical_json.decode_object(bundle.recipe),
-        _artifacts(bundle.manifest),
+        bundle.manifest,
+    )
+
+
+def verify_verdict_proof(proof_file: bytes, policy: Policy) -> Reproduced:
+    """Check a verdict proof file against a policy; raise unless it proves a reproduction."""
+    proven = verify_verdict(proof_file, policy)
+    verdict = proven.verdict
+    if verdict.outcome != "reproduced" or verdict.output_digest is None:
+        raise VerificationError(f"the verdict is {verdict.outcome!r}, not reproduced")
+    return Reproduced(
+        verdict,
+        proven.index,
+        proven.origin,
+        proven.size,
+        proven.cosigners,
+        proven.recipe,
+        _artifacts(proven.manifest),
     )
 
 
