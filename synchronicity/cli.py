@@ -211,6 +211,33 @@ def _build(commands: Commands) -> None:
     )
     rb.set_defaults(func=_lazy("synchronicity.cmd_rebuild", "rebuild"))
 
+    ca = commands.add_parser(
+        "campaign",
+        help="rebuild every crate of a list on a network; a proof and a summary",
+        description="Rebuild every NAME or NAME@VERSION line of FILE (blank lines and # "
+        "comments ignored) on a network, and write into DIR a proof per verdict "
+        "(NAME-VERSION.tlog-proof), a diff report per explained mismatch, the policy "
+        "(network.policy) and summary.json and summary.md. Resumable: a rerun skips what is "
+        "done and follows what was requested. Exit 0 when every line has an outcome.",
+    )
+    ca.add_argument("file", help="the list of crates: NAME or NAME@VERSION, one a line")
+    ca.add_argument("--out", required=True, help="where to write proofs, reports, the summary")
+    ca.add_argument("--network", help="a running network's config (default: a local one)")
+    ca.add_argument("--home", default=".synchronicity", help="local network data directory")
+    ca.add_argument("--json", action="store_true", help="the summary as the last line of stdout")
+    ca.add_argument(
+        "--in-flight",
+        type=int,
+        help="jobs requested at a time (default: twice the builds a builder runs at once)",
+    )
+    ca.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        help="give up (exit 3) after this many seconds without progress (default %(default)s)",
+    )
+    ca.set_defaults(func=_lazy("synchronicity.cmd_campaign", "campaign"))
+
 
 def _crate_choice(parser: argparse.ArgumentParser) -> None:
     """Version and features of the crate to build (default: what docs.rs builds, else the
@@ -267,6 +294,19 @@ def _network(commands: Commands) -> None:
     nr.add_argument("--dir", required=True, help="the network directory (network.json, keys)")
     nr.add_argument("--witness", required=True, type=int, help="the witness's number, 1..n")
     nr.set_defaults(func=_lazy("synchronicity.cmd_network", "rotate_key"))
+    nu = net.add_parser(
+        "up",
+        help="run the local network in the foreground; rebuild and campaign use it",
+        description="Start (creating it on first use) the local network of --home and keep it "
+        "running; print the dashboard URL and the network config path. rebuild and campaign "
+        "of this home use it instead of starting their own. Ctrl-C or SIGTERM stops it (exit "
+        "0).",
+    )
+    nu.add_argument("--home", default=".synchronicity", help="local network data directory")
+    nu.add_argument(
+        "--max-builds", type=int, default=1, help="builds each builder runs at once (default 1)"
+    )
+    nu.set_defaults(func=_lazy("synchronicity.cmd_up", "up"))
 
 
 def _witness(commands: Commands) -> None:

@@ -8,7 +8,9 @@ The functions below follow a job on top of it: ``find_request``, ``follow``,
 ``wait_published``, and ``describe`` for one line per entry.
 
 Errors: a builder or log that cannot be reached or refuses is an ``OperationalError``; one that
-answers with bytes that do not parse is a ``RemoteError`` (an OperationalError too).
+answers with bytes that do not parse is a ``RemoteError`` (an OperationalError too); a builder
+that asks to be asked later (429, 503 with ``Retry-After``; 502, 504) raises ``BuilderBusy``,
+one that refuses for good (another 4xx) ``BuilderRefused`` (both OperationalErrors).
 """
 
 from __future__ import annotations
@@ -43,6 +45,32 @@ class LoggedEntry:
     @property
     def entry(self) -> Entry:
         return self.leaf.entry.entry
+
+
+class BuilderBusy(OperationalError):
+    """The builder asks to be asked later (429 too many requests, 503 too many jobs waiting):
+    ``retry_after`` seconds, from its ``Retry-After`` header."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BuilderRefused(OperationalError):
+    """The builder refused the request for good (a 4xx other than 429): ``status``, and the
+    reason in the message (e.g. 422: the crates.io index does not have that release)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` of delta-seconds; 5 when it is missing or a date."""
+    try:
+        return min(max(float(value or "5"), 0.0), 600.0)
+    except ValueError:
+        return 5.0
 
 
 class BuilderClient:
@@ -83,6 +111,14 @@ class BuilderClient:
             )
         except httpx.HTTPError as e:
             raise OperationalError(f"{what}: {e}") from e
+        if r.status_code in (429, 502, 503, 504):  # 429, 503: busy (with Retry-After);
+            # 502, 504: the log or the crates.io index behind it, for now
+            raise BuilderBusy(
+                f"{what}: {r.status_code} {r.text[:300]}",
+                _retry_after(r.headers.get("Retry-After")),
+            )
+        if 400 <= r.status_code < 500:
+            raise BuilderRefused(f"{what}: {r.status_code} {r.text[:300]}", r.status_code)
         if r.status_code not in (200, 201):
             raise OperationalError(f"{what}: {r.status_code} {r.text[:300]}")
         if len(r.content) > MAX_BUILDER_ANSWER:
@@ -97,7 +133,12 @@ class BuilderClient:
         """Ask the builder to log a request for ``recipe``; return (job, index of the request).
 
         A job the log already holds is answered with the index of its request."""
-        body = self._send("POST", "/request", recipe.to_json(), "requesting the build")
+        answer = self.request_job(recipe.to_json())
+        return answer.job, answer.index
+
+    def request_job(self, recipe_json: bytes) -> RequestAnswer:
+        """Ask the builder to log a request for a canonical recipe; its answer."""
+        body = self._send("POST", "/request", recipe_json, "requesting the build")
         try:
             answer = canonical_json.parse(body, "request answer", max_bytes=MAX_BUILDER_ANSWER)
         except FormatError as e:
@@ -108,7 +149,17 @@ class BuilderClient:
             raise RemoteError(
                 f"the builder at {self.builder_url}", "a request answer without job and index"
             )
-        return job, index
+        return RequestAnswer(job, index, answer.get("existing") is True)
+
+
+@dataclass(frozen=True)
+class RequestAnswer:
+    """A builder's answer to a request: the job, the index of its request leaf, and whether
+    the log held it before (nothing was logged)."""
+
+    job: str
+    index: int
+    existing: bool
 
 
 def logged_entries(log: LogClient, start: int, end: int) -> Iterator[LoggedEntry]:

@@ -21,15 +21,9 @@ from pathlib import Path
 from builder.build import resolve_recipe
 from builder.recipe import Features, Recipe
 from logserver.client import LogClient
-from logserver.core import proof
-from logserver.protocol.entries import DiffReport, Reveal, Verdict
+from logserver.protocol.entries import Verdict
 from logserver.protocol.network import NetworkConfig
-from logserver.protocol.verdict_proof import (
-    VerdictBundle,
-    check_artifact,
-    verify_verdict,
-    verify_verdict_proof,
-)
+from logserver.protocol.verdict_proof import check_artifact
 from synchronicity.client import (
     BuilderClient,
     find_request,
@@ -38,44 +32,28 @@ from synchronicity.client import (
     wait_published,
 )
 from synchronicity.cmd_build import docs_rs_hint, feature_choice
-from synchronicity.cmd_network import NETWORK_FILE, REQUESTER_FILE, add_requester, read_requester
-from synchronicity.localnet import LocalNetwork
+from synchronicity.cmd_network import REQUESTER_FILE, read_requester
+from synchronicity.localnet import chosen_network
+from synchronicity.verdicts import (
+    can_be_explained,
+    failure_reasons,
+    find_diff_report,
+    write_verdict_proof,
+)
 
 
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _local_network(home: Path) -> LocalNetwork:
-    directory = home / "network"
-    if (directory / NETWORK_FILE).exists():
-        _say(f"• reusing the local network in {directory}")
-        add_requester(directory)  # a network made before requesters: give it the user's key
-        return LocalNetwork(directory)
-    _say(f"• creating a local network (a log and 4 builder-witnesses) in {directory}")
-    return LocalNetwork.create(directory)
-
-
 def rebuild(args: argparse.Namespace) -> int:
     timings: dict[str, float] = {}
     started = time.monotonic()
-    local = None
-    if args.network:
-        config = NetworkConfig.parse(Path(args.network).read_bytes())
-        network_dir = Path(args.network).parent
-    else:
-        local = _local_network(Path(args.home))
-        config, network_dir = local.config, local.dir
-        _say("• starting the log and the builder-witnesses on 127.0.0.1")
-        local.start()
-    if args.requester_key is None:
-        args.requester_key = network_dir / REQUESTER_FILE
-    timings["network_s"] = time.monotonic() - started
-    try:
+    with chosen_network(args.network, args.home, "rebuild", _say) as (config, network_dir):
+        if args.requester_key is None:
+            args.requester_key = network_dir / REQUESTER_FILE
+        timings["network_s"] = time.monotonic() - started
         return _run(args, config, timings)
-    finally:
-        if local is not None:
-            local.stop()
 
 
 def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, float]) -> int:
@@ -119,7 +97,9 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
         policy_path = out / f"{stem}.policy"
         policy_path.write_bytes(policy.to_bytes())
         proof_path = out / f"{stem}.tlog-proof"
-        raw = proof.TlogProof.parse(client.tlog_proof(logged.index))
+        written = write_verdict_proof(
+            client, logged, recipe.to_json(), config.network_id, policy, proof_path
+        )
         result: dict[str, object] = {
             "crate": recipe.spec,
             "job": job,
@@ -129,25 +109,15 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
             "proof": str(proof_path),
             "policy": str(policy_path),
         }
-        if verdict.outcome != "reproduced" or verdict.output_digest is None:
-            # The recipe rides along (no manifest), so the proof says which crate it is about;
-            # only a recipe too large for the extra data leaves the verdict leaf alone.
-            extra = VerdictBundle(
-                logged.leaf.to_bytes(), b"", recipe.to_json(), config.network_id
-            ).to_extra()
-            if len(extra) > proof.MAX_EXTRA_BYTES:
-                extra = logged.leaf.to_bytes()
-            data = proof.TlogProof(raw.index, raw.hashes, raw.checkpoint, extra).to_bytes()
-            if extra != logged.leaf.to_bytes():
-                verify_verdict(data, policy)  # never keep a proof that does not verify
-            proof_path.write_bytes(data)
+        reproduced = written.reproduced
+        if reproduced is None:
             t = time.monotonic()
             result["failures"] = _failures(client, verdict)
             chosen_by_crate = feature_choice(args) is None and recipe.selection != Features()
             if verdict.outcome == "failed" and chosen_by_crate:
                 _say(f"• {docs_rs_hint(recipe.selection)}")
             report = None
-            if verdict.outcome != "failed" and len(verdict.groups) >= 2:  # else none can come
+            if can_be_explained(verdict):  # else none can come
                 report = _wait_for_diff_report(client, job, logged.index)
             if report is not None:
                 url = f"{config.log.url}/blob/{report}"
@@ -157,24 +127,16 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
             timings["explain_s"] = time.monotonic() - t
             _finish(args, result, timings)
             return 1
-        manifest = client.blob(verdict.output_digest)
-        bundle = VerdictBundle(
-            logged.leaf.to_bytes(), manifest, recipe.to_json(), config.network_id
-        )
-        proof_path.write_bytes(
-            proof.TlogProof(raw.index, raw.hashes, raw.checkpoint, bundle.to_extra()).to_bytes()
-        )
-        reproduced = verify_verdict_proof(proof_path.read_bytes(), policy)
         artifacts_dir = out / stem
         artifacts_dir.mkdir(exist_ok=True)
-        written = []
+        artifacts = []
         for sha256, (path, _) in sorted(reproduced.artifacts.items()):
             target = artifacts_dir / path
             target.write_bytes(client.blob(sha256))
             check_artifact(reproduced, target.read_bytes())
-            written.append(str(target))
+            artifacts.append(str(target))
         _say(f"• proof {proof_path} verified offline; artifacts in {artifacts_dir}")
-        result |= {"output_digest": verdict.output_digest, "artifacts": written}
+        result |= {"output_digest": verdict.output_digest, "artifacts": artifacts}
         _finish(args, result, timings)
         return 0
 
@@ -182,22 +144,18 @@ def _run(args: argparse.Namespace, config: NetworkConfig, timings: dict[str, flo
 def _failures(client: LogClient, verdict: Verdict) -> dict[str, str]:
     """Say why no output was reproduced: each builder's failure reason (from its reveal),
     who did not reveal, and the groups of outputs. A diff report comes only for two groups."""
-    reasons: dict[str, str] = {}
-    for failure in verdict.failures:
-        reveal = next(iter(logged_entries(client, failure.reveal_leaf, failure.reveal_leaf + 1)))
-        entry = reveal.entry
-        reason = entry.failure if isinstance(entry, Reveal) and entry.failure else "failed"
-        reasons[failure.builder] = reason
-        _say(f"• {failure.builder}: build failed: {reason}")
-    for builder in verdict.missing:
-        reasons[builder] = "no reveal before the deadline"
-        _say(f"• {builder}: no reveal before the deadline")
+    reasons = failure_reasons(client, verdict)
+    for builder, reason in reasons.items():
+        if builder in verdict.missing:
+            _say(f"• {builder}: {reason}")
+        else:
+            _say(f"• {builder}: build failed: {reason}")
     for group in verdict.groups:
         _say(
             f"• {', '.join(group.builders)}: output {group.output_digest} "
             f"({len(group.builders)} of the {verdict.threshold} needed)"
         )
-    if verdict.outcome == "failed" or len(verdict.groups) < 2:
+    if not can_be_explained(verdict):
         _say("• no two outputs to compare, so no diff report")
     return reasons
 
@@ -207,9 +165,9 @@ def _wait_for_diff_report(client: LogClient, job: str, after: int) -> str | None
     cursor = after + 1
     while time.monotonic() < deadline:
         size = client.size()
-        for logged in logged_entries(client, cursor, size):
-            if isinstance(logged.entry, DiffReport) and logged.entry.job == job:
-                return logged.entry.report_sha256
+        report = find_diff_report(list(logged_entries(client, cursor, size)), job)
+        if report is not None:
+            return report
         cursor = size
         time.sleep(0.5)
     return None
