@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         _note,
         _verify,
         _build,
+        _install,
         _status_and_monitor,
         _network,
         _witness,
@@ -144,12 +145,17 @@ def _note(commands: Commands) -> None:
 def _verify(commands: Commands) -> None:
     v = commands.add_parser("verify", help="verify a proof file offline against a trust policy")
     v.add_argument("--policy", required=True, help="tlog-policy file")
-    v.add_argument("--proof", help="c2sp.org/tlog-proof@v1 file")
+    v.add_argument(
+        "--proof",
+        help="c2sp.org/tlog-proof@v1 file (not needed with --proofs, or for bundles from fetch "
+        "--bundle, which carry their proof)",
+    )
     v.add_argument("--entry", help="the logged entry (default: the proof's extra data)")
     v.add_argument(
         "--artifact",
         action="append",
-        help="a file that must be a reproduced output of the verdict (repeatable)",
+        help="a file that must be a reproduced output of the verdict, or a bundle (a tar from "
+        "fetch --bundle) whose every artifact must be (repeatable)",
     )
     v.add_argument(
         "--proofs",
@@ -237,6 +243,56 @@ def _build(commands: Commands) -> None:
         help="give up (exit 3) after this many seconds without progress (default %(default)s)",
     )
     ca.set_defaults(func=_lazy("synchronicity.cmd_campaign", "campaign"))
+
+
+def _install(commands: Commands) -> None:
+    i = commands.add_parser(
+        "install",
+        help="install a crate's reproduced binaries, verified, without building",
+        description="Find the crate's newest reproduced verdict in a network's log, verify its "
+        "proof offline, download the binaries by SHA-256 and install them into ROOT/bin, with "
+        "the proof in ROOT/.synchronicity/. Refuses (exit 1) anything not reproduced.",
+    )
+    i.add_argument("spec", help="NAME (the newest reproduced release) or NAME@VERSION")
+    i.add_argument(
+        "--root", help="install root (default: $CARGO_INSTALL_ROOT, $CARGO_HOME or ~/.cargo)"
+    )
+    _artifact_source(i)
+    i.set_defaults(func=_lazy("synchronicity.cmd_install", "install"))
+
+    f = commands.add_parser(
+        "fetch",
+        help="download a crate's reproduced artifacts and their proof, verified",
+        description="Like install, for every reproduced artifact (bin, rlib, cdylib, "
+        "staticlib): written into DIR with NAME-VERSION.tlog-proof, or as one tar with --bundle.",
+    )
+    f.add_argument("spec", help="NAME@VERSION (or NAME: the newest reproduced release)")
+    f.add_argument("--out", required=True, help="directory to write into")
+    f.add_argument(
+        "--bundle", action="store_true", help="write one tar, NAME-VERSION.tar, with the proof"
+    )
+    _artifact_source(f)
+    f.set_defaults(func=_lazy("synchronicity.cmd_install", "fetch"))
+
+
+def _artifact_source(parser: argparse.ArgumentParser) -> None:
+    """Where install and fetch find a verdict, whom they trust, where they get the bytes."""
+    parser.add_argument(
+        "--network",
+        help="the network's config (default: .synchronicity/network/network.json if it exists)",
+    )
+    parser.add_argument("--policy", help="a tlog-policy file, instead of --network")
+    parser.add_argument("--log", help="the log's URL (default: the policy's)")
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        metavar="URL",
+        help="a blob source serving URL/<sha256>, asked before the log (repeatable)",
+    )
+    parser.add_argument(
+        "--local", action="store_true", help="also take a verdict of a local .crate upload"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
 
 
 def _crate_choice(parser: argparse.ArgumentParser) -> None:

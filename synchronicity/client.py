@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
 
-from builder.recipe import Recipe
 from logserver.client import LogClient
 from logserver.core import canonical_json
 from logserver.core.errors import FormatError, OperationalError, RemoteError
@@ -30,6 +30,9 @@ from logserver.core.policy import Policy
 from logserver.protocol.entries import Close, Commit, DiffReport, Entry, Request, Reveal, Verdict
 from logserver.protocol.requester import RequestSigner
 from logserver.protocol.signed import Leaf
+
+if TYPE_CHECKING:  # install and fetch use this module on the client extra: no builder
+    from builder.recipe import Recipe
 
 Progress = Callable[[str], None]
 MAX_BUILDER_ANSWER = 1 << 20

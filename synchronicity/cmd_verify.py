@@ -14,7 +14,8 @@ from logserver.core import proof
 from logserver.core.errors import FormatError, UsageError
 from logserver.core.policy import Policy
 from logserver.core.proof import MAX_PROOF_FILE_BYTES
-from logserver.protocol.verdict_proof import VerdictBundle, check_artifact, verify_verdict_proof
+from logserver.protocol.verdict_proof import Reproduced, VerdictBundle, verify_verdict_proof
+from synchronicity.bundle import check_artifact_file, is_bundle, verify_bundle
 from synchronicity.lockfile_report import (
     build_report,
     examine_proof,
@@ -36,6 +37,35 @@ def _is_verdict_proof(proof_bytes: bytes) -> bool:
     except FormatError:
         return False
     return True
+
+
+def _say_reproduced(done: Reproduced) -> None:
+    cosigners = ", ".join(sorted(done.cosigners)) or "no witnesses"
+    print(
+        f"OK: {done.name} was reproduced by {len(done.verdict.agreeing)} builders "
+        f"(verdict at index {done.index} of {done.origin}, size {done.size}, "
+        f"cosigned by {cosigners})"
+    )
+
+
+def _say_artifacts(done: Reproduced, artifact: Path) -> None:
+    """A file that is a reproduced output, or a bundle (fetch --bundle) whose every artifact is."""
+    for name, path, size in check_artifact_file(done, artifact):
+        print(f"OK: {name} is the reproduced {path} ({size} bytes)")
+
+
+def _verify_bundles(artifacts: list[str], policy: Policy) -> int:
+    """Without --proof: each artifact is a bundle, checked against the proof it carries."""
+    for artifact in artifacts:
+        if not is_bundle(Path(artifact)):
+            raise UsageError(
+                f"{artifact} is not a bundle (a tar from fetch --bundle): give --proof"
+            )
+        done, checked = verify_bundle(Path(artifact), policy)
+        _say_reproduced(done)
+        for name, size in checked:
+            print(f"OK: {artifact}:{name} is the reproduced {name} ({size} bytes)")
+    return 0
 
 
 def _read_lockfile(path: Path) -> str:
@@ -82,19 +112,18 @@ def verify(args: argparse.Namespace) -> int:
     if args.json:
         raise UsageError("--json goes with --proofs DIR --lockfile FILE")
     if args.proof is None:
-        raise UsageError("give --proof FILE, or --proofs DIR with --lockfile FILE")
+        if not args.artifact or args.entry is not None:
+            raise UsageError(
+                "give --proof FILE, --artifact with bundles (which carry their proof), "
+                "or --proofs DIR with --lockfile FILE"
+            )
+        return _verify_bundles(args.artifact, policy)
     proof_bytes = Path(args.proof).read_bytes()
     if args.entry is None and _is_verdict_proof(proof_bytes):
         done = verify_verdict_proof(proof_bytes, policy)
-        cosigners = ", ".join(sorted(done.cosigners)) or "no witnesses"
-        print(
-            f"OK: {done.name} was reproduced by {len(done.verdict.agreeing)} builders "
-            f"(verdict at index {done.index} of {done.origin}, size {done.size}, "
-            f"cosigned by {cosigners})"
-        )
+        _say_reproduced(done)
         for artifact in args.artifact or []:
-            path, size = check_artifact(done, Path(artifact).read_bytes())
-            print(f"OK: {artifact} is the reproduced {path} ({size} bytes)")
+            _say_artifacts(done, Path(artifact))
         return 0
     if args.artifact:
         raise UsageError("--artifact needs a verdict proof file (from synchronicity rebuild)")
