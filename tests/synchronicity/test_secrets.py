@@ -12,6 +12,7 @@ from pathlib import Path
 
 from logserver.fsutil import atomic_write
 from tests.support.procs import run_cli
+from witness.worker_state import JobRecord, JobRecords
 
 
 def mode(path: Path) -> int:
@@ -37,7 +38,8 @@ def test_network_init_keys_are_0600_also_after_force_over_0644(tmp_path: Path) -
         done = run_cli("network", "init", "--dir", str(tmp_path), "--witnesses", "4")
     assert done.returncode == 0, done.stderr
     keys = key_files(tmp_path)
-    assert [k.name for k in keys] == ["log.key"] + [f"witness-{i}.key" for i in range(1, 5)]
+    witnesses = [f"witness-{i}.key" for i in range(1, 5)]
+    assert [k.name for k in keys] == ["log.key", "requester.key", *witnesses]
     assert {k.name: mode(k) for k in keys} == {k.name: 0o600 for k in keys}
     for k in keys:  # as a careless copy or an older version left them
         k.chmod(0o644)
@@ -73,3 +75,16 @@ def test_atomic_write_is_private_whatever_the_umask_or_leftovers(tmp_path: Path)
     assert not leftover.exists()
     atomic_write(tmp_path / "public", b"x", 0o644)
     assert mode(tmp_path / "public") == 0o644
+
+
+def test_worker_nonce_records_are_0600(tmp_path: Path) -> None:
+    """The build worker's job records hold commitment nonces: written through atomic_write."""
+    records = JobRecords(tmp_path)
+    record = JobRecord("ab" * 32, "built", 7, 0, {}, nonce="the secret nonce", failure="x")
+    with umask(0):
+        records.put(record)
+        records.set_cursor(8)
+    written = tmp_path / "records" / f"{record.job}.json"
+    assert b"the secret nonce" in written.read_bytes()
+    assert mode(written) == 0o600 and mode(tmp_path / "scanned") == 0o600
+    assert JobRecords(tmp_path).get(record.job) == record
