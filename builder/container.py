@@ -49,7 +49,8 @@ class ContainerLimits:
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    """What one container runs and sees. ``binds`` are (container path, host path), read-only."""
+    """What one container runs and sees. ``binds`` are (container path, host path), read-only;
+    ``volumes`` (container path, Docker volume name), read-only too (no host path at all)."""
 
     image: str
     command: list[str]
@@ -60,6 +61,7 @@ class ContainerSpec:
     purpose: str  # the value of the synchronicity.build label
     user: str = SANDBOX_USER
     what: str = "build"  # for error messages
+    volumes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -156,6 +158,10 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, limits: ContainerL
     mounts = [
         docker.types.Mount(target, str(source), type="bind", read_only=True)
         for target, source in spec.binds
+    ]
+    mounts += [
+        docker.types.Mount(target, name, type="volume", read_only=True, no_copy=True)
+        for target, name in spec.volumes
     ]
     try:
         return client.containers.create(

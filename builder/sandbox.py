@@ -1,10 +1,13 @@
 """Running one build in a locked-down Docker container (the Docker I/O edge).
 
 The container (:mod:`builder.container`: created, never ``run``, so nothing is ever pulled;
-started, streamed and always removed) has no network, a read-only root, the sources, vendored
-dependencies and toolchain mounted read-only, size-bounded tmpfs mounts for the target
-directory and /tmp, a non-root user, no capabilities, no-new-privileges, and memory, CPU, PID,
-log-size, artifact-size and wall-clock limits. The build's own output goes to stderr (the
+started, streamed and always removed) has no network, a read-only root, the sources and
+vendored dependencies mounted read-only (from volumes filled through the Docker API,
+:mod:`builder.volumes`, or bind-mounted host directories), the toolchain in the image at
+/opt/rust (the environment image, :mod:`builder.environment`) or bind-mounted,
+size-bounded tmpfs mounts for the target directory and /tmp, a non-root user, no
+capabilities, no-new-privileges, and memory, CPU, PID, log-size, artifact-size and
+wall-clock limits. The build's own output goes to stderr (the
 log); stdout carries only the tar of the top-level files of the profile directory, written by
 the container's shell after a successful build (tmpfs contents cannot be copied out with
 ``get_archive``). ``spec/builds.md`` states the contract; ``sandbox_command`` and
@@ -75,7 +78,7 @@ class SandboxJob:
     image: str
     src_dir: Path
     deps_dir: Path
-    toolchain_dir: Path
+    toolchain_dir: Path | None  # None: the toolchain is in the image (the environment image)
     crate_name: str
     crate_version: str
     target: str
@@ -83,6 +86,9 @@ class SandboxJob:
     features: tuple[str, ...] = ()
     default_features: bool = True
     all_features: bool = False
+    # (container path, volume name): inputs copied into volumes (builder.volumes) instead of
+    # bind-mounting src_dir and deps_dir from the host
+    input_volumes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -202,11 +208,8 @@ def _spec(job: SandboxJob, limits: SandboxLimits) -> ContainerSpec:
         command=sandbox_command(job),
         environment=sandbox_environment(job),
         working_dir=SRC_DIR,
-        binds=(
-            (TOOLCHAIN_DIR, job.toolchain_dir),
-            (SRC_DIR, job.src_dir),
-            (SANDBOX_DEPS_DIR, job.deps_dir),
-        ),
+        binds=_binds(job),
+        volumes=job.input_volumes,
         tmpfs={
             TARGET_DIR: (
                 f"rw,exec,nosuid,nodev,size={limits.target_bytes},uid=1000,gid=1000,mode=0755"
@@ -214,6 +217,19 @@ def _spec(job: SandboxJob, limits: SandboxLimits) -> ContainerSpec:
             SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
         },
         purpose=job.job_id,
+    )
+
+
+def _binds(job: SandboxJob) -> tuple[tuple[str, Path], ...]:
+    """The host paths mounted: none for what the image or an input volume holds."""
+    in_volumes = {target for target, _ in job.input_volumes}
+    wanted: list[tuple[str, Path | None]] = [
+        (TOOLCHAIN_DIR, job.toolchain_dir),
+        (SRC_DIR, job.src_dir),
+        (SANDBOX_DEPS_DIR, job.deps_dir),
+    ]
+    return tuple(
+        (target, path) for target, path in wanted if path is not None and target not in in_volumes
     )
 
 
