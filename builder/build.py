@@ -4,14 +4,17 @@
 ``.crate``) pins a crate, its ``Cargo.lock``, the features to build (by default what the crate
 asks docs.rs to build, else its defaults), this machine's toolchain and build image into a
 Recipe.
-``build_crate(recipe, out_dir)`` verifies and vendors the sources, checks that this machine's
-toolchain and image are the ones the recipe pins, runs the sandbox and returns a BuildResult;
+``build_crate(recipe, out_dir)`` verifies and vendors the sources, obtains the build
+environment the recipe pins by digest (:mod:`builder.environment`: from this host's image and
+toolchain, its cache, or the ``environment`` sources), runs the sandbox with the inputs in
+volumes and returns a BuildResult;
 ``out_dir`` receives ``recipe.json``, ``build.log``, ``manifest.json`` and ``artifacts/``.
 The CLI (``synchronicity build``) and the witness's build worker call these two functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import subprocess
@@ -27,12 +30,17 @@ import docker
 from builder.archive import safe_extract
 from builder.choice import docs_rs_features, nightly_features
 from builder.container import remove_leftover_containers
+from builder.environment import (
+    EnvironmentOptions,
+    EnvironmentSpec,
+    ensure_environment,
+    environment_pins,
+)
 from builder.image import (
     ImageConfig,
     Progress,
     docker_client,
     ensure_build_image,
-    find_build_image,
     stderr_progress,
 )
 from builder.manifest import Manifest, collect_manifest
@@ -44,9 +52,10 @@ from builder.recipe import (
     Features,
     Recipe,
 )
-from builder.sandbox import SandboxJob, SandboxLimits, run_in_sandbox
-from builder.sources import CrateStore, prepare_sources
-from builder.toolchain import find_toolchain_dir, toolchain_identity
+from builder.sandbox import SRC_DIR, SandboxJob, SandboxLimits, run_in_sandbox
+from builder.sources import SANDBOX_DEPS_DIR, CrateStore, prepare_sources
+from builder.toolchain import find_toolchain_dir
+from builder.volumes import input_volumes, remove_leftover_volumes
 from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError
 
 DEFAULT_TOOLCHAIN = "1.95.0"
@@ -191,14 +200,17 @@ def resolve_recipe(
     if lock is None:
         progress(f"{name}@{version} ships no Cargo.lock; resolving one with cargo")
         lock = generate_lockfile(data, name, version, toolchain_dir)
+    client = client or docker_client()
     image = ensure_build_image(client, image_config, progress=progress)
+    pins = environment_pins(client, image, toolchain_dir, progress)
     return Recipe(
         name=name,
         version=version,
         crate_sha256=crate_sha256,
         cargo_lock=lock,
-        toolchain=toolchain_identity(toolchain_dir),
-        rootfs_sha256=image.rootfs_sha256,
+        toolchain=pins.toolchain,
+        rootfs_sha256=pins.rootfs_sha256,
+        rootfs_archive_sha256=pins.rootfs_archive_sha256,
         source=source,
         target=target,
         profile=profile,
@@ -222,6 +234,7 @@ def _cleanup_once(client: docker.DockerClient) -> None:
     with _cleanup_lock:
         if not _cleanup_state["done"]:
             remove_leftover_containers(client)
+            remove_leftover_volumes(client)
             _cleanup_state["done"] = True
 
 
@@ -235,15 +248,18 @@ def build_crate(
     toolchain_dir: Path | None = None,
     local_crate: Path | None = None,
     progress: Progress = stderr_progress,
+    environment: EnvironmentOptions | None = None,
 ) -> BuildResult:
     """Build a recipe (or resolve ``name@version`` / a ``.crate`` path first) into ``out_dir``.
 
     Checksum mismatches raise VerificationError before any container exists. A failed build
-    is not an exception: the result says ``ok=False`` with the reason and the log.
+    is not an exception: the result says ``ok=False`` with the reason and the log. An
+    environment that cannot be obtained raises ``EnvironmentUnavailable``; ``environment``
+    names the sources to try and the time allowed (``toolchain_dir``: a local toolchain that
+    may serve, if its digest is the recipe's).
     """
     store = store or CrateStore()
     client = client or docker_client()
-    toolchain_dir = toolchain_dir or find_toolchain_dir(DEFAULT_TOOLCHAIN)
     if isinstance(recipe_or_spec, Recipe):
         recipe = recipe_or_spec
     else:
@@ -254,18 +270,9 @@ def build_crate(
             toolchain_dir=toolchain_dir,
             progress=progress,
         )
-    toolchain = toolchain_identity(toolchain_dir)
-    if toolchain != recipe.toolchain:
-        raise OperationalError(
-            f"this machine's toolchain {toolchain} differs from the recipe's {recipe.toolchain}"
-        )
-    image = find_build_image(client, rootfs_sha256=recipe.rootfs_sha256)
-    if image is None:
-        image = ensure_build_image(client, progress=progress)
-        if image.rootfs_sha256 != recipe.rootfs_sha256:
-            raise OperationalError(
-                f"no build image with root file system {recipe.rootfs_sha256} on this machine"
-            )
+    options = environment or EnvironmentOptions()
+    if toolchain_dir is not None:
+        options = dataclasses.replace(options, toolchain_dir=toolchain_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "recipe.json").write_bytes(recipe.to_json())
     with tempfile.TemporaryDirectory(prefix="synchronicity-src-") as tmp:
@@ -273,22 +280,28 @@ def build_crate(
         progress(f"sources of {recipe.spec} verified ({len(sources.vendored)} dependencies)")
         for package, reason in sources.stand_ins:
             progress(f"{package.spec} not fetched ({reason}): a manifest-only stand-in")
-        _cleanup_once(client)
-        job = SandboxJob(
-            job_id=recipe.job_id,
-            image=image.tag,
-            src_dir=sources.src_dir,
-            deps_dir=sources.deps_dir,
-            toolchain_dir=toolchain_dir,
-            crate_name=recipe.name,
-            crate_version=recipe.version,
-            target=recipe.target,
-            profile=recipe.profile,
-            features=recipe.features,
-            default_features=recipe.default_features,
-            all_features=recipe.all_features,
+        image = ensure_environment(  # after the sources: a bad checksum costs no download
+            EnvironmentSpec.of(recipe), client=client, options=options, progress=progress
         )
-        outcome = run_in_sandbox(job, out_dir, limits=limits, client=client)
+        _cleanup_once(client)
+        inputs = {SRC_DIR: sources.src_dir, SANDBOX_DEPS_DIR: sources.deps_dir}
+        with input_volumes(client, image.tag, recipe.job_id, inputs) as volumes:
+            job = SandboxJob(
+                job_id=recipe.job_id,
+                image=image.tag,
+                src_dir=sources.src_dir,
+                deps_dir=sources.deps_dir,
+                toolchain_dir=None,  # in the environment image, at /opt/rust
+                crate_name=recipe.name,
+                crate_version=recipe.version,
+                target=recipe.target,
+                profile=recipe.profile,
+                features=recipe.features,
+                default_features=recipe.default_features,
+                all_features=recipe.all_features,
+                input_volumes=volumes,
+            )
+            outcome = run_in_sandbox(job, out_dir, limits=limits, client=client)
     (out_dir / "build.log").write_bytes(outcome.log)
     manifest = None
     if outcome.ok and outcome.artifacts_dir is not None:

@@ -75,8 +75,11 @@ def _sorted_paths(root: Path) -> list[str]:
     return paths
 
 
-def walk(root: Path, *, owners: bool = True) -> Iterator[TreeEntry]:
+def walk(root: Path, *, owners: bool = True, hash_files: bool = True) -> Iterator[TreeEntry]:
     """Yield the canonical entries of the tree under ``root`` (``root`` itself excluded).
+
+    With ``hash_files=False`` a file's ``sha256`` is left empty (a caller that reads the file
+    anyway, such as the archive writer of :mod:`builder.envarchive`, hashes it itself).
 
     With ``owners=False`` uid and gid are recorded as 0 and the mode is reduced to whether the
     owner may execute (0o755 or 0o644 for files, 0o755 for directories): right for trees
@@ -94,7 +97,8 @@ def walk(root: Path, *, owners: bool = True) -> Iterator[TreeEntry]:
         elif stat.S_ISREG(info.st_mode):
             if not owners:
                 mode = 0o755 if mode & stat.S_IXUSR else 0o644
-            yield TreeEntry(relative, "f", mode, uid, gid, info.st_size, file_sha256(full), "")
+            digest = file_sha256(full) if hash_files else ""
+            yield TreeEntry(relative, "f", mode, uid, gid, info.st_size, digest, "")
         else:
             raise FormatError("file tree", f"{relative} is a device, FIFO or socket")
 

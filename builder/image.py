@@ -7,6 +7,14 @@ caches, machine ids and the host's resolver configuration removed). Its tag is
 ``<repository>:<rootfs_sha256[:16]>``: ``synchronicity-build`` for the build image (the
 recipe pins its digest), ``synchronicity-diff`` for the image that runs diffoscope.
 
+The cleaned tree is written as a canonical archive (:mod:`builder.envarchive`) into the cache
+(``<cache>/environment/rootfs-<digest>.tar``) and imported from there; ``rootfs_archive`` makes
+that archive from an imported image (``docker save``) on a host that has the image but not the
+archive, and ``import_rootfs_archive`` imports an archive (fetched from a source) that this host
+did not bootstrap. The repositories are ``<prefix>-build`` and ``<prefix>-env``, the prefix
+``synchronicity`` unless ``SYNCHRONICITY_IMAGE_PREFIX`` says otherwise (two builders that share
+one Docker engine but must not share images, such as the "other host" of a test).
+
 Bootstrapping is ``debootstrap --variant=minbase`` followed by ``apt-get install`` of the
 image's packages in a chroot. The exact Debian package versions are pinned by a lock in
 ``builder/images/<name>.lock`` (``name=version`` lines, the ``dpkg`` status of the finished
@@ -22,21 +30,25 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import docker
 import docker.errors
 
-from builder import fstree
+from builder import envarchive
 from builder.debian import (
     BUILD_PACKAGES,
     DIFF_PACKAGES,
@@ -45,8 +57,10 @@ from builder.debian import (
     lock_text,
     parse_lock,
 )
+from builder.envarchive import KIND_ROOTFS, ArchiveHasher, ArchiveIndex, Encoder
+from builder.fstree import TreeEntry
 from logserver.core import canonical_json
-from logserver.core.errors import OperationalError
+from logserver.core.errors import OperationalError, UsageError, VerificationError
 
 Progress = Callable[[str], None]
 
@@ -99,6 +113,21 @@ _REMOVED_FILES = (
 
 LOCK_DIR = Path(__file__).resolve().parent / "images"
 IMAGE_LOCK_PATH = "etc/synchronicity/debian-packages.lock"
+PREFIX_ENV = "SYNCHRONICITY_IMAGE_PREFIX"
+_PREFIX = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+
+
+def image_prefix() -> str:
+    """The first part of this builder's image repositories (``synchronicity`` by default)."""
+    prefix = os.environ.get(PREFIX_ENV) or "synchronicity"
+    if _PREFIX.fullmatch(prefix) is None or len(prefix) > 64:
+        raise UsageError(f"{PREFIX_ENV}={prefix!r} is not a Docker repository name")
+    return prefix
+
+
+def build_repository() -> str:
+    """The build image's repository: ``synchronicity-build`` unless the prefix differs."""
+    return f"{image_prefix()}-build"
 
 
 @dataclass(frozen=True)
@@ -113,7 +142,7 @@ class ImageConfig:
     variant: str = "minbase"
     packages: tuple[str, ...] = ("gcc", "libc6-dev")
     mirror: str = "http://deb.debian.org/debian"
-    repository: str = IMAGE_REPOSITORY
+    repository: str = field(default_factory=build_repository)
     lock: str | None = None
 
     @property
@@ -178,8 +207,8 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
-def image_tag(rootfs_sha256: str, repository: str = IMAGE_REPOSITORY) -> str:
-    return f"{repository}:{rootfs_sha256[:16]}"
+def image_tag(rootfs_sha256: str, repository: str | None = None) -> str:
+    return f"{repository or build_repository()}:{rootfs_sha256[:16]}"
 
 
 def find_build_image(
@@ -192,7 +221,7 @@ def find_build_image(
 
     Without a ``config`` only build images (``synchronicity-build``) are considered.
     """
-    repository = config.repository if config is not None else IMAGE_REPOSITORY
+    repository = config.repository if config is not None else build_repository()
     filters = [f"{LABEL_ROOTFS}={rootfs_sha256}" if rootfs_sha256 else LABEL_ROOTFS]
     if config is not None:
         filters.append(f"{LABEL_CONFIG}={config.key}")
@@ -222,6 +251,52 @@ def _machine_lock(path: Path) -> Iterator[None]:
 def cache_dir() -> Path:
     base = os.environ.get("SYNCHRONICITY_CACHE") or os.path.expanduser("~/.cache/synchronicity")
     return Path(base)
+
+
+def environment_dir() -> Path:
+    """Where this host keeps environment archives and their indexes (spec/builds.md 10.3)."""
+    return cache_dir() / "environment"
+
+
+def archive_path(kind: str, tree_sha256: str) -> Path:
+    """The cached (uncompressed, verified) canonical archive of a tree."""
+    return environment_dir() / envarchive.archive_name(kind, tree_sha256, compressed=False)
+
+
+def index_path(kind: str, tree_sha256: str) -> Path:
+    return environment_dir() / f"{kind}-{tree_sha256}.index.json"
+
+
+def write_index(index: ArchiveIndex) -> None:
+    path = index_path(index.kind, index.tree_sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, index.to_json().decode())
+
+
+def write_archive(
+    entries: Iterable[envarchive.Entry], kind: str, dest: Path, expected: str | None = None
+) -> ArchiveIndex:
+    """Write the canonical archive of ``entries`` to ``dest`` (atomically) and its index beside
+    the cached ones; with ``expected``, a tree of another digest is a VerificationError."""
+    encoder, hasher = Encoder(kind), ArchiveHasher()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}-{threading.get_ident()}.part")
+    try:
+        with partial.open("wb") as sink:
+            for piece in encoder.encode(entries):
+                hasher.update(piece)
+                sink.write(piece)
+            sink.flush()
+            os.fsync(sink.fileno())
+        assert encoder.tree_sha256 is not None
+        if expected is not None and encoder.tree_sha256 != expected:
+            raise VerificationError(f"the {kind} tree is {encoder.tree_sha256}, not {expected}")
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    index = hasher.index(kind, encoder.tree_sha256)
+    write_index(index)
+    return index
 
 
 def ensure_build_image(
@@ -282,11 +357,13 @@ def _bootstrap_and_import(
             progress(f"wrote {lock_path(write_lock)}")
             config = dataclasses.replace(config, lock=lock)
         clean_rootfs(root)
-        digest = fstree.tree_digest(root)
+        staged = environment_dir() / f".rootfs-bootstrap-{os.getpid()}.tar"
+        index = write_archive(envarchive.tree_entries(root, KIND_ROOTFS), KIND_ROOTFS, staged)
+        digest = index.tree_sha256
         progress(f"root file system sha256 {digest}")
-        tar_path = Path(tmp) / "rootfs.tar"
-        write_rootfs_tar(root, tar_path)
-        progress(f"rootfs tar {tar_path.stat().st_size // (1 << 20)} MiB; importing")
+        tar_path = archive_path(KIND_ROOTFS, digest)
+        os.replace(staged, tar_path)
+        progress(f"rootfs archive {tar_path} ({index.size >> 20} MiB); importing")
         return _import(client, tar_path, digest, config)
 
 
@@ -461,25 +538,10 @@ def clean_rootfs(root: Path) -> None:
 
 
 def write_rootfs_tar(root: Path, tar_path: Path) -> None:
-    """Write the tree as a tar in canonical order with fixed times and numeric owners."""
-    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as archive:
-        for entry in fstree.walk(root):
-            info = tarfile.TarInfo(entry.path)
-            info.mode = entry.mode
-            info.uid, info.gid = entry.uid, entry.gid
-            info.uname = info.gname = ""
-            info.mtime = FIXED_EPOCH
-            if entry.kind == "d":
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-            elif entry.kind == "l":
-                info.type = tarfile.SYMTYPE
-                info.linkname = entry.link_target
-                archive.addfile(info)
-            else:
-                info.size = entry.size
-                with (root / entry.path).open("rb") as handle:
-                    archive.addfile(info, handle)
+    """Write the tree as its canonical archive: canonical order, fixed times, numeric owners."""
+    with tar_path.open("wb") as sink:
+        for piece in Encoder(KIND_ROOTFS).encode(envarchive.tree_entries(root, KIND_ROOTFS)):
+            sink.write(piece)
 
 
 def import_rootfs(
@@ -507,6 +569,103 @@ def _import(
     ]
     import_rootfs(client, tar_path, tag, changes, f"{config.repository} image")
     found = find_build_image(client, rootfs_sha256=digest, config=config)
+    if found is None:
+        raise OperationalError(f"imported image {tag} not found afterwards")
+    return found
+
+
+def rootfs_archive(client: docker.DockerClient, image: BuildImage, progress: Progress) -> Path:
+    """The cached canonical archive of an imported build image's root file system.
+
+    Made once, from ``docker save``: the image's one layer is read in canonical order and its
+    tree digest must be the image's label, else VerificationError.
+    """
+    dest = archive_path(KIND_ROOTFS, image.rootfs_sha256)
+    if dest.is_file():
+        return dest
+    environment_dir().mkdir(parents=True, exist_ok=True)
+    progress(f"writing the archive of {image.tag} from docker save")
+    with tempfile.TemporaryDirectory(prefix="save-", dir=environment_dir()) as tmp:
+        saved = Path(tmp) / "image.tar"
+        try:
+            with saved.open("wb") as sink:
+                for piece in client.images.get(image.tag).save(chunk_size=1 << 20):
+                    sink.write(piece)
+        except docker.errors.DockerException as exc:
+            raise OperationalError(f"docker save {image.tag} failed: {exc}") from exc
+        with tarfile.open(saved) as outer:
+            layer = _single_layer(outer, image.tag)
+            with tarfile.open(fileobj=layer, mode="r:") as tree:
+                write_archive(_layer_entries(tree), KIND_ROOTFS, dest, image.rootfs_sha256)
+    return dest
+
+
+def _single_layer(outer: tarfile.TarFile, tag: str) -> IO[bytes]:
+    manifest_file = outer.extractfile("manifest.json")
+    if manifest_file is None:
+        raise OperationalError(f"docker save of {tag} has no manifest.json")
+    layers = json.load(manifest_file)[0]["Layers"]
+    layer = outer.extractfile(layers[0]) if len(layers) == 1 else None
+    if layer is None:
+        raise OperationalError(f"{tag} is not an imported image of one layer")
+    return layer
+
+
+def _layer_entries(tree: tarfile.TarFile) -> Iterator[envarchive.Entry]:
+    """A layer's members as tree entries in canonical order (hard links as separate files)."""
+    members: dict[str, tarfile.TarInfo] = {}
+    for member in tree.getmembers():
+        name = member.name.removeprefix("./").rstrip("/")
+        if name and name != ".":
+            members[name] = member
+    for name in sorted(members, key=lambda n: n.encode("utf-8", "surrogateescape")):
+        member = members[name]
+        source = member
+        if member.islnk():
+            source = members[member.linkname.removeprefix("./").rstrip("/")]
+        kind = "d" if member.isdir() else "l" if member.issym() else "f" if source.isreg() else "?"
+        mode = 0o777 if kind == "l" else member.mode & 0o7777
+        size = source.size if kind == "f" else 0
+        link = member.linkname if kind == "l" else ""
+        entry = TreeEntry(name, kind, mode, member.uid, member.gid, size, "", link)
+        yield entry, (_member_pieces(tree, source) if kind == "f" else ())
+
+
+def _member_pieces(tree: tarfile.TarFile, member: tarfile.TarInfo) -> Iterator[bytes]:
+    handle = tree.extractfile(member)
+    assert handle is not None
+    with handle:
+        while piece := handle.read(1 << 20):
+            yield piece
+
+
+def import_rootfs_archive(
+    client: docker.DockerClient, path: Path, rootfs_sha256: str, progress: Progress
+) -> BuildImage:
+    """Import a cached rootfs archive as this host's build image ``<prefix>-build:<digest16>``.
+
+    The archive is read and checked again on its way to Docker (canonical, the tree digest at
+    its end); a mismatch aborts the import.
+    """
+    tag = image_tag(rootfs_sha256)
+    repository, _, version = tag.partition(":")
+    encoder = Encoder(KIND_ROOTFS)
+
+    def pieces() -> Iterator[bytes]:
+        with path.open("rb") as handle:
+            yield from encoder.encode(envarchive.read_archive(handle))
+        if encoder.tree_sha256 != rootfs_sha256:
+            raise VerificationError(f"{path} holds the rootfs {encoder.tree_sha256}")
+
+    progress(f"importing the root file system {rootfs_sha256[:16]} as {tag}")
+    changes = [f"LABEL {LABEL_ROOTFS}={rootfs_sha256}"]
+    try:
+        client.api.import_image_from_stream(
+            pieces(), repository=repository, tag=version, changes=changes
+        )
+    except docker.errors.DockerException as exc:
+        raise OperationalError(f"docker import of {path} failed: {exc}") from exc
+    found = find_build_image(client, rootfs_sha256=rootfs_sha256)
     if found is None:
         raise OperationalError(f"imported image {tag} not found afterwards")
     return found

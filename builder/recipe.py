@@ -36,23 +36,49 @@ _SEMVER = re.compile(
 _TARGET = re.compile(r"[a-z0-9_]+(-[a-z0-9_.]+){1,4}")
 _FEATURE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+./-]{0,63}")
 _RUSTC_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?")
+_DIST_URL = re.compile(r"https://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]{1,500}")
+MAX_DIST_COMPONENTS = 32
 _PROFILE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 @dataclass(frozen=True)
+class DistComponent:
+    """A component of the toolchain as the Rust project publishes it: the ``xz_url`` and
+    ``xz_hash`` of its channel manifest (kept by rustup in the toolchain)."""
+
+    url: str
+    sha256: str
+
+    def to_value(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "url": self.url}
+
+
+@dataclass(frozen=True)
 class Toolchain:
-    """The Rust toolchain: ``rustc -vV`` release and commit, and the digest of its files."""
+    """The Rust toolchain: ``rustc -vV`` release and commit, and the digest of its files.
+
+    ``archive_sha256`` (the archive digest of its canonical archive, where to find it by
+    digest) and ``dist`` (its components on the Rust project's dist server) are optional: a
+    recipe made before they existed has neither and keeps its bytes and job id.
+    """
 
     rustc_version: str
     commit_hash: str
     files_sha256: str
+    archive_sha256: str | None = None
+    dist: tuple[DistComponent, ...] = ()
 
     def to_value(self) -> dict[str, Any]:
-        return {
+        value: dict[str, Any] = {
             "commit_hash": self.commit_hash,
             "files_sha256": self.files_sha256,
             "rustc_version": self.rustc_version,
         }
+        if self.archive_sha256 is not None:
+            value["archive_sha256"] = self.archive_sha256
+        if self.dist:
+            value["dist"] = [component.to_value() for component in self.dist]
+        return value
 
 
 @dataclass(frozen=True)
@@ -97,6 +123,7 @@ class Recipe:
     artifacts: tuple[str, ...] = ARTIFACT_KINDS
     ecosystem: str = field(default=ECOSYSTEM_CRATES)
     all_features: bool = False
+    rootfs_archive_sha256: str | None = None  # the archive digest of the root file system
 
     def __post_init__(self) -> None:
         validate(self)
@@ -109,9 +136,12 @@ class Recipe:
         # all_features is a member only when true, so that recipes made before it existed
         # keep their bytes and job id, and every recipe still has one encoding.
         extra: dict[str, Any] = {"all_features": True} if self.all_features else {}
+        build_env = {"rootfs_sha256": self.rootfs_sha256}
+        if self.rootfs_archive_sha256 is not None:  # likewise present only when known
+            build_env["rootfs_archive_sha256"] = self.rootfs_archive_sha256
         return extra | {
             "artifacts": list(self.artifacts),
-            "build_env": {"rootfs_sha256": self.rootfs_sha256},
+            "build_env": build_env,
             "cargo_lock": self.cargo_lock,
             "crate_sha256": self.crate_sha256,
             "default_features": self.default_features,
@@ -193,14 +223,34 @@ def validate(recipe: Recipe) -> None:
     _check(_RUSTC_VERSION, toolchain.rustc_version, "toolchain.rustc_version")
     _check(_GIT_COMMIT, toolchain.commit_hash, "toolchain.commit_hash")
     _check(_SHA256_HEX, toolchain.files_sha256, "toolchain.files_sha256")
+    if recipe.rootfs_archive_sha256 is not None:
+        _check(_SHA256_HEX, recipe.rootfs_archive_sha256, "build_env.rootfs_archive_sha256")
+    if toolchain.archive_sha256 is not None:
+        _check(_SHA256_HEX, toolchain.archive_sha256, "toolchain.archive_sha256")
+    _check_dist(toolchain.dist)
 
 
-def _members(value: object, keys: set[str], what: str) -> dict[str, Any]:
+def _check_dist(dist: tuple[DistComponent, ...]) -> None:
+    if not isinstance(dist, tuple) or len(dist) > MAX_DIST_COMPONENTS:
+        raise _bad(f"toolchain.dist must be a tuple of at most {MAX_DIST_COMPONENTS} components")
+    for component in dist:
+        if not isinstance(component, DistComponent):
+            raise _bad("toolchain.dist must hold DistComponents")
+        _check(_DIST_URL, component.url, "toolchain.dist url")
+        _check(_SHA256_HEX, component.sha256, "toolchain.dist sha256")
+    urls = [component.url for component in dist]
+    if urls != sorted(set(urls)):
+        raise _bad("toolchain.dist must be sorted by url and free of duplicates")
+
+
+def _members(
+    value: object, keys: set[str], what: str, optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _bad(f"{what} must be an object")
-    if set(value) != keys:
+    if not keys <= set(value) <= keys | optional:
         missing = sorted(keys - set(value))
-        extra = sorted(set(value) - keys)
+        extra = sorted(set(value) - keys - optional)
         raise _bad(f"{what} has missing members {missing} or unknown members {extra}")
     return value
 
@@ -237,8 +287,15 @@ def from_value(value: object) -> Recipe:
     top = _members(value, _MEMBERS | ({"all_features"} if all_features else set()), "recipe")
     if top["schema"] != RECIPE_SCHEMA:
         raise _bad(f"schema {top['schema']!r} is not {RECIPE_SCHEMA}")
-    env = _members(top["build_env"], {"rootfs_sha256"}, "build_env")
-    tool = _members(top["toolchain"], {"commit_hash", "files_sha256", "rustc_version"}, "toolchain")
+    env = _members(
+        top["build_env"], {"rootfs_sha256"}, "build_env", frozenset({"rootfs_archive_sha256"})
+    )
+    tool = _members(
+        top["toolchain"],
+        {"commit_hash", "files_sha256", "rustc_version"},
+        "toolchain",
+        frozenset({"archive_sha256", "dist"}),
+    )
     for name in ("name", "version", "crate_sha256", "cargo_lock", "ecosystem", "source"):
         if not isinstance(top[name], str):
             raise _bad(f"{name} must be a string")
@@ -251,8 +308,11 @@ def from_value(value: object) -> Recipe:
             rustc_version=tool["rustc_version"],
             commit_hash=tool["commit_hash"],
             files_sha256=tool["files_sha256"],
+            archive_sha256=_optional_text(tool, "archive_sha256"),
+            dist=_dist(tool),
         ),
         rootfs_sha256=env["rootfs_sha256"],
+        rootfs_archive_sha256=_optional_text(env, "rootfs_archive_sha256"),
         source=top["source"],
         target=top["target"],
         profile=top["profile"],
@@ -262,6 +322,28 @@ def from_value(value: object) -> Recipe:
         ecosystem=top["ecosystem"],
         all_features=all_features,
     )
+
+
+def _optional_text(value: dict[str, Any], key: str) -> str | None:
+    """An optional member: absent is None; present, it must be a string (no null)."""
+    if key not in value:
+        return None
+    if not isinstance(value[key], str):
+        raise _bad(f"{key} must be a string")
+    return str(value[key])
+
+
+def _dist(tool: dict[str, Any]) -> tuple[DistComponent, ...]:
+    if "dist" not in tool:
+        return ()
+    items = tool["dist"]
+    if not isinstance(items, list) or not items:
+        raise _bad("toolchain.dist, when present, is a non-empty array")
+    components = []
+    for item in items:
+        member = _members(item, {"sha256", "url"}, "toolchain.dist component")
+        components.append(DistComponent(url=member["url"], sha256=member["sha256"]))
+    return tuple(components)
 
 
 def from_json(data: bytes) -> Recipe:

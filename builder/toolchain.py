@@ -1,9 +1,17 @@
-"""The Rust toolchain's identity: ``rustc -vV`` release and commit, and a digest of its files.
+"""The Rust toolchain's identity: ``rustc -vV`` release and commit, a digest of its files, and
+where the Rust project publishes its components.
 
-The toolchain lives on the host (installed by rustup) and is mounted read-only into the build
-sandbox. Its files digest is ``builder.fstree.tree_digest(dir, owners=False)``; hashing a
-toolchain takes seconds, so the digest is cached on disk keyed by the cheap (path, size,
-mtime) listing of the directory, and a warm lookup costs only the listing.
+A host's toolchain is installed by rustup; the build runs it from the build environment's
+image, where it is baked in at ``/opt/rust`` (:mod:`builder.environment`). Its files digest is
+``builder.fstree.tree_digest(dir, owners=False)``; hashing a toolchain takes seconds, so the
+digest is cached on disk keyed by the cheap (path, size, mtime) listing of the directory, and
+a warm lookup costs only the listing.
+
+**Provenance.** rustup keeps the channel manifest it installed from in the toolchain
+(``lib/rustlib/multirust-channel-manifest.toml``) and the installed components in
+``lib/rustlib/multirust-config.toml``; :func:`dist_components` reads from them each installed
+component's ``xz_url`` and ``xz_hash`` on the Rust project's dist server, which a recipe
+records (``toolchain.dist``) so that a host with access to that server can fetch them there.
 """
 
 from __future__ import annotations
@@ -13,12 +21,16 @@ import os
 import re
 import subprocess
 import threading
+import tomllib
 from pathlib import Path
 
 from builder import fstree
 from builder.image import cache_dir
-from builder.recipe import Toolchain
+from builder.recipe import DistComponent, Toolchain
 from logserver.core.errors import FormatError, OperationalError
+
+CHANNEL_MANIFEST = "lib/rustlib/multirust-channel-manifest.toml"
+INSTALLED_COMPONENTS = "lib/rustlib/multirust-config.toml"
 
 
 def find_toolchain_dir(toolchain: str | None = None) -> Path:
@@ -74,8 +86,44 @@ def toolchain_digest(directory: Path) -> str:
     return digest
 
 
+def dist_components(config_text: str, manifest_text: str) -> tuple[DistComponent, ...]:
+    """The installed components' archives on the dist server, from rustup's two files.
+
+    Each component of ``multirust-config.toml`` is looked up in the channel manifest
+    (``pkg.<pkg>.target.<target>``) for its ``xz_url`` and ``xz_hash`` (else ``url`` and
+    ``hash``). Sorted by URL. A file that does not parse, or a component the manifest does not
+    list, is a FormatError.
+    """
+    what = "rustup's toolchain manifests"
+    try:
+        config = tomllib.loads(config_text)
+        manifest = tomllib.loads(manifest_text)
+        components = []
+        for item in config["components"]:
+            target = manifest["pkg"][item["pkg"]]["target"][item["target"]]
+            url, digest = target.get("xz_url"), target.get("xz_hash")
+            if url is None or digest is None:
+                url, digest = target["url"], target["hash"]
+            components.append(DistComponent(url=str(url), sha256=str(digest)))
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise FormatError(what, f"no component list with dist URLs and hashes: {exc!r}") from exc
+    return tuple(sorted(set(components), key=lambda component: component.url))
+
+
+def toolchain_dist(directory: Path) -> tuple[DistComponent, ...]:
+    """:func:`dist_components` of a toolchain directory; () if rustup's files are absent."""
+    config, manifest = directory / INSTALLED_COMPONENTS, directory / CHANNEL_MANIFEST
+    if not (config.is_file() and manifest.is_file()):
+        return ()
+    return dist_components(config.read_text(), manifest.read_text())
+
+
 def toolchain_identity(directory: Path) -> Toolchain:
-    """Identify the toolchain in ``directory`` (which holds bin/rustc and bin/cargo)."""
+    """Identify the toolchain in ``directory`` (which holds bin/rustc and bin/cargo).
+
+    The archive digest is not computed here (it needs the whole archive once:
+    :func:`builder.environment.toolchain_pins`).
+    """
     rustc = directory / "bin" / "rustc"
     try:
         done = subprocess.run(
@@ -87,5 +135,8 @@ def toolchain_identity(directory: Path) -> Toolchain:
         raise OperationalError(f"{rustc} -vV failed: {done.stderr.strip()}")
     release, commit = parse_rustc_version(done.stdout)
     return Toolchain(
-        rustc_version=release, commit_hash=commit, files_sha256=toolchain_digest(directory)
+        rustc_version=release,
+        commit_hash=commit,
+        files_sha256=toolchain_digest(directory),
+        dist=toolchain_dist(directory),
     )

@@ -178,6 +178,23 @@ def _verify(commands: Commands) -> None:
     at.set_defaults(func=_lazy("synchronicity.cmd_verify", "attest"))
 
 
+def _env_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env-source",
+        action="append",
+        metavar="SOURCE",
+        help="where to get a build environment this host lacks: an export directory or an "
+        "http(s) URL of one (repeatable, tried in order)",
+    )
+    parser.add_argument(
+        "--env-timeout",
+        type=float,
+        default=1200.0,
+        metavar="SECONDS",
+        help="time allowed to obtain it (default %(default)s)",
+    )
+
+
 def _build(commands: Commands) -> None:
     b = commands.add_parser("build", help="build one crate locally in the sandbox")
     b.add_argument(
@@ -185,6 +202,7 @@ def _build(commands: Commands) -> None:
     )
     b.add_argument("--out", help="output directory (default: ./build/NAME-VERSION)")
     _crate_choice(b)
+    _env_sources(b)
     b.set_defaults(func=_lazy("synchronicity.cmd_build", "build"))
 
     img = commands.add_parser("image", help="the build image").add_subparsers(
@@ -199,6 +217,20 @@ def _build(commands: Commands) -> None:
         help="install the newest Debian packages and rewrite builder/images/*.lock",
     )
     ib.set_defaults(func=_lazy("synchronicity.cmd_build", "bootstrap"))
+    ie = img.add_parser(
+        "export",
+        help="write the build environment's archives to a directory, or upload them to a log",
+        description="Write this host's build environment (root file system and toolchain "
+        "archives, named by digest, the same bytes every time) into DIR, and/or upload them "
+        "in chunks to the blob store of a network's log with a builder's key.",
+    )
+    ie.add_argument("--out", metavar="DIR", help="directory to write the archives into")
+    ie.add_argument("--recipe", help="export the environment this recipe pins (default: ours)")
+    ie.add_argument("--to-log", action="store_true", help="upload to the network log's blobs")
+    ie.add_argument("--network", help="network config (with --to-log)")
+    ie.add_argument("--key", help="a builder's private key (with --to-log)")
+    _env_sources(ie)
+    ie.set_defaults(func=_lazy("synchronicity.cmd_image", "export"))
 
     rb = commands.add_parser(
         "rebuild", help="rebuild a crate on a network of builders and prove the verdict"

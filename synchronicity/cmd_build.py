@@ -1,8 +1,11 @@
-"""``synchronicity build`` and ``synchronicity image bootstrap``: local sandboxed builds.
+"""``synchronicity build``, ``image bootstrap`` and ``image export``: local sandboxed builds and
+their environment.
 
 ``build NAME`` builds the newest version that is not yanked; without ``--features``,
 ``--all-features`` or ``--no-default-features`` the crate's docs.rs selection, else its default
-features (``feature_choice``, also used by ``rebuild``).
+features (``feature_choice``, also used by ``rebuild``). ``--env-source`` names where to get the
+environment a recipe pins when this host lacks it (spec/builds.md section 10).
+``image export`` is in :mod:`synchronicity.cmd_image`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 
 from builder import recipe as recipes
 from builder.build import build_crate, resolve_recipe
+from builder.environment import EnvironmentOptions
+from builder.envsource import parse_source
 from builder.image import (
     build_image_config,
     diff_image_config,
@@ -53,7 +58,8 @@ def build(args: argparse.Namespace) -> int:
         spec: str | Path = path if path.suffix == ".crate" else args.spec
         recipe = resolve_recipe(spec, features=features, pre=args.pre)
     out = Path(args.out) if args.out else Path("build") / f"{recipe.name}-{recipe.version}"
-    result = build_crate(recipe, out, local_crate=path if path.suffix == ".crate" else None)
+    local = path if path.suffix == ".crate" else None
+    result = build_crate(recipe, out, local_crate=local, environment=environment_options(args))
     print(f"recipe digest: {result.job_id}")
     if not result.ok:
         print(f"build failed: {result.reason} ({result.detail})")
@@ -71,3 +77,11 @@ def bootstrap(args: argparse.Namespace) -> int:
         image = update_lock(name, config) if update else ensure_build_image(config=config)
         print(f"{name} image {image.tag} (root file system sha256 {image.rootfs_sha256})")
     return 0
+
+
+def environment_options(args: argparse.Namespace) -> EnvironmentOptions:
+    """``--env-source`` (repeatable) and ``--env-timeout``."""
+    if args.env_timeout <= 0:
+        raise UsageError("--env-timeout must be positive")
+    sources = tuple(parse_source(text) for text in args.env_source or ())
+    return EnvironmentOptions(sources=sources, timeout=args.env_timeout)
