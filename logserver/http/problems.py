@@ -7,6 +7,7 @@ import json
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from logserver.core.errors import FormatError
@@ -76,6 +77,12 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         return problem(400, f"invalid request: {exc.errors()}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        # The client left before sending its whole body: an everyday event on the internet,
+        # not a server error (uvicorn would log a traceback); nobody reads this answer.
+        return problem(400, "the client closed the connection before sending the whole body")
 
 
 def check_content_length(request: Request, limit: int) -> None:
