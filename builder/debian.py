@@ -17,6 +17,8 @@ from logserver.core.errors import FormatError
 # libraries, D-Bus, udev, PostgreSQL, fonts, sound, USB, libsodium), pkg-config, cmake, make,
 # perl, nasm, the autotools, clang and libclang for bindgen, protoc with its well-known types.
 # A subset, chosen by use, of docs.rs's build environment (rust-lang/crates-build-env).
+# libfaketime is not for the crates: the sandbox preloads it to shift the clock of the builds
+# whose host variation says so (builder/variation.py, spec/builds.md section 4.1).
 BUILD_PACKAGES = (
     "autoconf",
     "automake",
@@ -31,6 +33,7 @@ BUILD_PACKAGES = (
     "libcurl4-openssl-dev",
     "libdbus-1-dev",
     "libelf-dev",
+    "libfaketime",
     "libfontconfig1-dev",
     "libfreetype-dev",
     "liblzma-dev",
