@@ -10,18 +10,24 @@ proves it, and the network log appends a signed entry that its witness checks an
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from logserver.core import canonical_json, note
+from logserver.http import LogConfig, LogService, create_app
 from logserver.protocol.entries import Request
 from logserver.protocol.signed import sign_entry
-from synchronicity.launcher import ServerProcess
+from synchronicity.cmd_network import init_network
+from synchronicity.launcher import ServerProcess, free_ports
 from synchronicity.localnet import LocalNetwork
 from tests.conftest import RunningLog, start_log
 from tests.support.http_fuzz import (
@@ -34,6 +40,8 @@ from tests.support.http_fuzz import (
     alive,
     batches,
 )
+from witness.app import create_app as create_witness_app
+from witness.cosign.http import AddCheckpointHandler, add_routes
 
 BATCH = 100
 BATCHES = 70  # per server: 3 x 70 x 100 = 21,000 requests
@@ -146,3 +154,31 @@ def test_hostile_requests_never_break_the_servers(servers: Servers) -> None:
     status = httpx.get(network.witnesses[0].url + "/status", timeout=10)
     assert status.status_code == 200 and status.json()["cosigned_size"] > index
     assert httpx.get(network.witnesses[0].url + "/readyz", timeout=10).status_code == 200
+
+
+def _declared(routes: Sequence[object]) -> set[tuple[str, str]]:
+    """(method, path pattern) of an app's routes, their segments named ``{}``."""
+    out = set()
+    for route in routes:
+        path = re.sub(r"\{[a-z_0-9]+(?::path)?\}", "{}", getattr(route, "path", ""))
+        out |= {(method, path) for method in getattr(route, "methods", None) or ()}
+    return out
+
+
+def _fuzzed(routes: Sequence[Route]) -> set[tuple[str, str]]:
+    return {(method, route.pattern) for route in routes for method in route.methods}
+
+
+def test_the_fuzz_covers_every_route(tmp_path: Path) -> None:
+    """A route added to the log or the witness is fuzzed too: the tables must list it."""
+    config = init_network(tmp_path, witnesses=1, ports=free_ports(2))
+    signer = note.Signer.from_private_key((tmp_path / "log.key").read_text().strip())
+    service = LogService(LogConfig(tmp_path / "log", signer, network=config))
+    try:
+        log_app = create_app(service)
+        assert _declared(log_app.routes) == _fuzzed(LOG_ROUTES)
+    finally:
+        service.store.close()
+    witness_app = create_witness_app(SimpleNamespace(worker=None))  # type: ignore[arg-type]
+    add_routes(witness_app, cast(AddCheckpointHandler, None))
+    assert _declared(witness_app.routes) == _fuzzed(WITNESS_ROUTES)

@@ -23,6 +23,7 @@ import base64
 import contextlib
 import json
 import random
+import re
 import struct
 import threading
 import time
@@ -50,8 +51,14 @@ LIE_WAIT = 0.1  # how long to wait for an answer to a request that sent less tha
 @dataclass(frozen=True)
 class Route:
     """One route of a server: its methods, a path template whose ``{n}`` (a number),
-    ``{tile}`` (a tile path) and ``{hex}`` (a SHA-256 name) segments are fuzzed, its query
-    parameters, the kind of body it takes and whether it is an HTML page of the dashboard."""
+    ``{tile}`` (a tile path), ``{hex}`` (a SHA-256 name), ``{name}`` and ``{version}`` (a
+    crate's) segments are fuzzed, its query parameters, the kind of body it takes and whether
+    it is an HTML page of the dashboard."""
+
+    @property
+    def pattern(self) -> str:
+        """The path as the server declares it, its segments named ``{}``."""
+        return re.sub(r"\{[a-z_0-9]+(?::path)?\}", "{}", self.template)
 
     methods: tuple[str, ...]
     template: str
@@ -69,6 +76,8 @@ LOG_ROUTES = (
     Route(("GET",), "/proof/inclusion", ("index", "size")),
     Route(("GET",), "/proof/consistency", ("old", "new")),
     Route(("GET",), "/proof/tlog", ("index",)),
+    Route(("GET",), "/crates/{name}", ("size",)),
+    Route(("GET",), "/crates/{name}/{version}", ("size",)),
     Route(("POST",), "/cosignature", body="note"),
     Route(("GET",), "/witnesses"),
     Route(("PUT", "GET"), "/blob/{hex}", body="blob"),
@@ -79,6 +88,7 @@ LOG_ROUTES = (
     Route(("GET",), "/builds", ("page", "q"), html=True),
     Route(("GET",), "/build/{hex}", html=True),
     Route(("GET",), "/checkpoints", ("before",), html=True),
+    Route(("GET",), "/coverage", ("page", "q"), html=True),
 )
 WITNESS_ROUTES = (
     Route(("POST",), "/consensus", body="envelope"),
@@ -173,7 +183,21 @@ tile_paths = st.one_of(
     ),
     st.sampled_from(["../entry/0", "..", "%2e%2e/%2e%2e", "", "/", "0//000"]),
 )
-SEGMENTS = {"{n}": numbers, "{tile}": tile_paths, "{hex}": hex_names}
+crate_names = st.one_of(
+    st.sampled_from(["serde", "itoa", "Serde", "serde_json", "serde-json", "a" * 65, "..", ""]),
+    st.text(max_size=70),
+)
+versions = st.one_of(
+    st.sampled_from(["1.0.0", "1.0.0-rc.1", "1.0.0+build", "01.0.0", "1.0", "1.².0", ".."]),
+    st.text(max_size=40),
+)
+SEGMENTS = {
+    "{n}": numbers,
+    "{tile}": tile_paths,
+    "{hex}": hex_names,
+    "{name}": crate_names,
+    "{version}": versions,
+}
 ENCODINGS = st.sampled_from([0, 0, 0, 1, 2, 3])
 PATH_TAILS = st.sampled_from(["", "", "", "", "/", "/..", "/../../etc/passwd", "//", "%00"])
 QUERY_JUNK = st.sampled_from(["", "", "", "&&", "=", "&x", "%zz", "a=%ff", "?", "#frag"])
