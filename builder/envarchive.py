@@ -370,10 +370,11 @@ def _data(reader: _Reader, size: int) -> Iterator[bytes]:
 
 @dataclass(frozen=True)
 class ArchiveIndex:
-    """How an archive is cut into blobs: its kind, tree digest, size, SHA-256 and chunks.
+    """How an archive is cut into blobs: its kind, tree digest, size, SHA-256 and chunks of
+    ``CHUNK_BYTES`` (32 MiB; the last one shorter).
 
     Its canonical JSON (``to_json``) is stored as a blob of its own; ``digest``, the SHA-256 of
-    those bytes, is the *archive digest* a recipe pins.
+    those bytes, is the *archive digest* a recipe pins: a function of the archive alone.
     """
 
     kind: str
@@ -389,8 +390,8 @@ class ArchiveIndex:
         for digest in (self.tree_sha256, self.sha256, *self.chunks):
             if not isinstance(digest, str) or _SHA256_HEX.fullmatch(digest) is None:
                 raise _bad("a digest in the index is not 64 lowercase hex digits")
-        if not 0 < self.chunk_bytes <= 64 << 20:
-            raise _bad("chunk_bytes must be in 1..64 MiB")
+        if self.chunk_bytes != CHUNK_BYTES:  # one archive has one index, one archive digest
+            raise _bad(f"chunk_bytes must be {CHUNK_BYTES}")
         if not 0 < self.size <= MAX_ARCHIVE_BYTES:
             raise _bad("an archive size out of range")
         if len(self.chunks) != math.ceil(self.size / self.chunk_bytes):
@@ -441,8 +442,8 @@ class ArchiveIndex:
 class ArchiveHasher:
     """The SHA-256, size and chunk digests of a byte stream, fed in pieces."""
 
-    def __init__(self, chunk_bytes: int = CHUNK_BYTES) -> None:
-        self.chunk_bytes = chunk_bytes
+    def __init__(self) -> None:
+        self.chunk_bytes = CHUNK_BYTES
         self.size = 0
         self._total = hashlib.sha256()
         self._chunk = hashlib.sha256()

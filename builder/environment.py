@@ -464,7 +464,7 @@ def export_environment(
     spec: EnvironmentSpec,
     out: Path,
     *,
-    client: docker.DockerClient,
+    client: docker.DockerClient | None,
     options: EnvironmentOptions | None = None,
     progress: Progress,
 ) -> list[Path]:
@@ -534,12 +534,15 @@ def upload_environment(
     put_blob: Callable[[bytes], str],
     has_blob: Callable[[str], bool],
     *,
-    client: docker.DockerClient,
+    client: docker.DockerClient | None,
     options: EnvironmentOptions | None = None,
     progress: Progress,
 ) -> dict[str, str]:
     """Upload both archives to a blob store in chunks of 32 MiB, the index last; return the
-    archive digest of each kind. An archive whose index is already there is skipped."""
+    archive digest of each kind. An archive whose index is already there is skipped.
+
+    ``client`` (Docker) is needed only to make a root file system archive from an image.
+    """
     options = options or EnvironmentOptions()
     deadline = time.monotonic() + options.timeout
     digests: dict[str, str] = {}

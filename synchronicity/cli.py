@@ -434,6 +434,7 @@ def _witness(commands: Commands) -> None:
         help="consensus blocks kept below the last commit; a peer away longer catches up by "
         "state sync (default %(default)s)",
     )
+    _env_sources(wr)  # tried before the network's environment_sources and the log's blobs
     wr.set_defaults(func=_lazy("synchronicity.cmd_witness", "run"))
     _witness_add_checkpoint(wit)
     _witness_simulate(wit)

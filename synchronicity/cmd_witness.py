@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from builder.environment import EnvironmentOptions
+from builder.envsource import parse_source
 from logserver import logs
 from logserver.core import note
 from logserver.core.cosignature import CosignatureSigner
@@ -59,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--keep-rounds must be at least 16")
     if args.max_builds < 1:
         raise UsageError("--max-builds must be at least 1")
+    if args.env_timeout <= 0:
+        raise UsageError("--env-timeout must be positive")
+    environment = EnvironmentOptions(
+        sources=tuple(parse_source(text) for text in args.env_source or ()),
+        timeout=args.env_timeout,
+    )
     node = WitnessNode(
         network,
         signer,
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         misbehave=args.misbehave,
         keep_rounds=args.keep_rounds,
         max_builds=args.max_builds,
+        environment=environment,
     )
     other_logs = WitnessedLogs.from_pairs(
         [(o.origin, o.vkey) for o in network.other_logs], reserved=[network.log.origin]

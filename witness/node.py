@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -39,6 +40,9 @@ from pathlib import Path
 import httpx
 import nacl.bindings
 
+from builder.build import build_crate
+from builder.environment import EnvironmentOptions
+from builder.envsource import BlobSource, UrlSource
 from logserver.client import LogClient
 from logserver.core import note
 from logserver.core.checkpoint import Checkpoint
@@ -196,6 +200,7 @@ class WitnessNode:
         misbehave: str | None = None,
         keep_rounds: int = KEEP_ROUNDS,
         max_builds: int = 1,
+        environment: EnvironmentOptions | None = None,
     ) -> None:
         self.network = network
         self.signer = signer
@@ -249,6 +254,9 @@ class WitnessNode:
                 reveal_deadline_ms=network.builds.reveal_deadline_ms,
                 misbehave=misbehave,
                 max_builds=max_builds,
+                build=functools.partial(
+                    build_crate, environment=self._environment(environment or EnvironmentOptions())
+                ),
             )
         cosigned_head = self.cosigned.latest(network.log.origin)
         self.stats.cosigned_size = 0 if cosigned_head is None else cosigned_head.size
@@ -275,6 +283,13 @@ class WitnessNode:
         self._stopping = threading.Event()
         self._deadline = _now_ms()
         self._failed: Exception | None = None
+
+    def _environment(self, options: EnvironmentOptions) -> EnvironmentOptions:
+        """Where this builder gets a build environment it lacks: its own sources, then the
+        network's (``environment_sources``), then the log's blob store (spec/builds.md 10)."""
+        network = tuple(UrlSource(url) for url in self.network.environment_sources)
+        blobs = BlobSource(self.writer.blob)
+        return dataclasses.replace(options, sources=options.sources + network + (blobs,))
 
     # ----- lifecycle ---------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ from typing import Protocol
 from builder import recipe as recipes
 from builder.build import build_crate
 from builder.diff import diff_outputs
+from builder.envsource import EnvironmentUnavailable
 from builder.manifest import Manifest, manifest_from_json
 from logserver.core import canonical_json, note
 from logserver.core.errors import FormatError, OperationalError, RemoteError
@@ -94,6 +95,7 @@ MISBEHAVIOURS = ("fabricate", "contradict")
 EXPLAIN_WINDOW_MS = 24 * 3600 * 1000  # a diff report has no protocol deadline: this is ours
 MAX_REASON = 200
 ALREADY_THERE = frozenset({"duplicate-commit", "duplicate-reveal"})
+ENVIRONMENT_UNAVAILABLE = "environment-unavailable"  # the build environment not had in time
 CURSOR_EVERY = 256  # leaves between cursor writes (records are always written first)
 
 # LogClient reports a non-2xx answer as "<METHOD> <path>: the log answered <status>: <body>",
@@ -661,6 +663,11 @@ class BuildWorker:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 result = self._build(recipe, out_dir, local_crate=local_crate, progress=_quiet)
                 manifest, failure = _outcome(result, out_dir / "artifacts")
+            except EnvironmentUnavailable as e:  # no source gave the environment in time
+                log.error(
+                    "build environment unavailable", extra={"job": record.job, "error": str(e)}
+                )
+                failure = ENVIRONMENT_UNAVAILABLE
             except Exception as e:  # any failure of this one build is its committed failure
                 log.exception("the build failed", extra={"job": record.job})
                 failure = _error_reason(e)

@@ -3,9 +3,11 @@
 One JSON file, shared by every node and by the log (spec/network.md). It names the log (origin,
 verifier key, URL), each witness (name, cosignature verifier key, URL), f, the consensus
 timeouts, the build protocol's threshold and deadlines, other C2SP logs the witnesses also
-co-sign through ``POST /add-checkpoint``, and the requesters whose signed requests the
-witnesses take (``logserver.protocol.requester``). Parsing is strict: unknown fields, wrong
-types, duplicate names or keys, and n != 3f+1 are errors. Pure: no I/O.
+co-sign through ``POST /add-checkpoint``, the requesters whose signed requests the
+witnesses take (``logserver.protocol.requester``), and where its builders obtain a build
+environment they lack (``environment_sources``: URLs of export directories; the log's blob
+store is always tried after them). Parsing is strict: unknown fields, wrong types, duplicate
+names or keys, and n != 3f+1 are errors. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ MAX_WITNESSES = 100
 # Builder names of a protocol network: with at most MAX_WITNESSES builders, the largest verdict
 # then fits one leaf (logserver.protocol.rules.max_verdict_leaf_bytes, spec/protocol.md).
 MAX_BUILDER_NAME_BYTES = 128
+MAX_ENVIRONMENT_SOURCES = 16
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class NetworkConfig:
     requesters: tuple[RequesterInfo, ...] = ()  # who may sign requests to the witnesses
     # "protocol": every entry is a build-protocol leaf the witnesses check; "open": any bytes.
     entries: str = "protocol"
+    # http(s) URLs of build environment exports (spec/builds.md section 10), tried in order
+    environment_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         what = "network config"
@@ -175,6 +180,7 @@ class NetworkConfig:
             raise FormatError(what, f"builds.k must be in 1..{n}")
         if self.builds.build_deadline_ms <= 0 or self.builds.reveal_deadline_ms <= 0:
             raise FormatError(what, "build deadlines must be positive")
+        _check_environment_sources(self.environment_sources)
 
     def _check_previous_keys(self, current: list[bytes]) -> None:
         what = "network config"
@@ -242,6 +248,8 @@ class NetworkConfig:
         }
         if self.requesters:  # absent when there are none: older configs are written as before
             doc["requesters"] = [{"name": q.name, "vkey": q.vkey} for q in self.requesters]
+        if self.environment_sources:  # likewise
+            doc["environment_sources"] = list(self.environment_sources)
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
@@ -283,6 +291,7 @@ class NetworkConfig:
             other_logs=tuple(OtherLog(o.text("origin"), o.text("vkey")) for o in others),
             requesters=requesters,
             entries=r.text("entries") if "entries" in doc else "protocol",
+            environment_sources=r.texts("environment_sources", optional=True),
         )
         for reader in [r, log, timeouts, builds, *witnesses, *others]:
             reader.done()
@@ -290,6 +299,18 @@ class NetworkConfig:
             for reader in previous:
                 reader.done()
         return config
+
+
+def _check_environment_sources(sources: tuple[str, ...]) -> None:
+    what = "network config"
+    if len(sources) > MAX_ENVIRONMENT_SOURCES:
+        raise FormatError(what, f"at most {MAX_ENVIRONMENT_SOURCES} environment_sources")
+    if len(set(sources)) != len(sources):
+        raise FormatError(what, "an environment source is listed twice")
+    for url in sources:
+        scheme, _, rest = url.partition("://")
+        if scheme not in ("http", "https") or not rest or not url.isprintable() or " " in url:
+            raise FormatError(what, f"environment source {url!r} is not an http(s) URL")
 
 
 def _witness_json(w: WitnessInfo) -> dict[str, Any]:
@@ -345,6 +366,16 @@ class _Reader:
         if optional and key not in self._doc:
             return _Reader({}, f"{self._where}.{key}")
         return _Reader(self._get(key), f"{self._where}.{key}")
+
+    def texts(self, key: str, optional: bool = False) -> tuple[str, ...]:
+        if optional and key not in self._doc:
+            return ()
+        value = self._get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise FormatError("network config", f"{self._where}.{key} must be a list of strings")
+        if len(value) > MAX_WITNESSES or any(not v or len(v) > 1024 for v in value):
+            raise FormatError("network config", f"{self._where}.{key} must be a short list")
+        return tuple(value)
 
     def items(self, key: str, optional: bool = False) -> list[_Reader]:
         if optional and key not in self._doc:
