@@ -45,6 +45,7 @@ class ContainerLimits:
     stdout_bytes: int
     stderr_bytes: int
     wall_seconds: float
+    cpuset: str | None = None  # the CPUs the container may run on, e.g. "1" or "0-1"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ContainerSpec:
     user: str = SANDBOX_USER
     what: str = "build"  # for error messages
     volumes: tuple[tuple[str, str], ...] = ()
+    hostname: str | None = None  # None: Docker's (the container id)
 
 
 @dataclass
@@ -96,7 +98,8 @@ def remove_leftover_containers(client: docker.DockerClient) -> int:
     for container in containers:
         labels = container.get("Labels") or {}
         host, _, pid = str(labels.get(LABEL_OWNER, "")).partition(":")
-        if host == socket.gethostname() and pid.isdigit() and _process_alive(int(pid)):
+        ours = host == socket.gethostname() and pid.isascii() and pid.isdigit()
+        if ours and _process_alive(int(pid)):
             continue
         try:
             client.api.remove_container(container["Id"], force=True)
@@ -154,6 +157,17 @@ class _Streamer(threading.Thread):
             self.finished.set()
 
 
+def host_cpus(client: docker.DockerClient) -> int:
+    """How many CPUs the Docker engine's host has (a cpuset names CPUs 0 to this - 1)."""
+    try:
+        count = client.info().get("NCPU")
+    except docker.errors.DockerException as exc:
+        raise OperationalError(f"cannot ask the Docker engine for its CPUs: {exc}") from exc
+    if not isinstance(count, int) or count < 1:
+        raise OperationalError(f"the Docker engine reports {count!r} CPUs")
+    return count
+
+
 def _create(client: docker.DockerClient, spec: ContainerSpec, limits: ContainerLimits) -> Container:
     mounts = [
         docker.types.Mount(target, str(source), type="bind", read_only=True)
@@ -181,6 +195,8 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, limits: ContainerL
             mem_limit=limits.memory_bytes,
             memswap_limit=limits.memory_bytes,
             nano_cpus=limits.cpus * 1_000_000_000,
+            cpuset_cpus=limits.cpuset,
+            hostname=spec.hostname,
             pids_limit=limits.pids,
             shm_size=16 << 20,
             ipc_mode="private",

@@ -119,7 +119,7 @@ def _owner_gone(owner: str) -> bool:
     """True if ``host:pid`` names a process of this host that no longer runs. Volumes of other
     hosts (builders in containers sharing one Docker engine) are theirs to remove."""
     host, _, pid = owner.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != socket.gethostname() or not (pid.isascii() and pid.isdigit()):
         return False
     try:
         os.kill(int(pid), 0)

@@ -197,7 +197,7 @@ def prune_node_images(client: docker.DockerClient, keep: NodeImage, progress: Pr
         raise OperationalError(f"cannot list Docker images: {exc}") from exc
     for image in images:
         created = image.labels.get(LABEL_IMPORTED, "")
-        if image.id == keep.image_id or not created.isdigit():
+        if image.id == keep.image_id or not (created.isascii() and created.isdigit()):
             continue
         if time.time() - int(created) < PRUNE_AFTER_SECONDS:
             continue

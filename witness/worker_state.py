@@ -136,6 +136,15 @@ class JobRecords:
         self._legacy_dir = directory / "jobs"
         self._lock = threading.RLock()
         self._records: dict[str, JobRecord] = {}
+        # Records hold commitment nonces: secret until the reveal. An older version wrote them
+        # (and its cursor) 0644; narrow what it left.
+        for old in [
+            *self._dir.glob("*.json"),
+            *self._legacy_dir.glob("*.json"),
+            directory / "cursor",
+        ]:
+            if old.is_file() and old.stat().st_mode & 0o077:
+                old.chmod(0o600)
         for path in sorted(self._dir.glob("*.json")):
             record = JobRecord.from_json(path.read_bytes(), str(path))
             self._records[record.job] = record
@@ -147,7 +156,7 @@ class JobRecords:
         if not self._cursor_path.exists():
             return 0
         text = self._cursor_path.read_text()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise OperationalError(f"the worker cursor {self._cursor_path} is corrupt: {text!r}")
         return int(text)
 

@@ -104,7 +104,10 @@ def _artifacts(manifest: bytes) -> dict[str, tuple[str, int]]:
     for item in items:
         if not isinstance(item, dict) or not {"path", "sha256", "size"} <= set(item):
             raise FormatError("manifest", "an artifact lacks path, sha256 or size")
-        out[str(item["sha256"])] = (str(item["path"]), int(item["size"]))
+        size = item["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise FormatError("manifest", "an artifact's size is not a non-negative integer")
+        out[str(item["sha256"])] = (str(item["path"]), size)
     return out
 
 

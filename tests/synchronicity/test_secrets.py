@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
+from logserver.core.errors import OperationalError
 from logserver.fsutil import atomic_write
 from tests.support.procs import run_cli
 from witness.worker_state import JobRecord, JobRecords
@@ -88,3 +91,20 @@ def test_worker_nonce_records_are_0600(tmp_path: Path) -> None:
     assert b"the secret nonce" in written.read_bytes()
     assert mode(written) == 0o600 and mode(tmp_path / "scanned") == 0o600
     assert JobRecords(tmp_path).get(record.job) == record
+
+
+def test_records_an_older_worker_left_readable_are_narrowed(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "records").mkdir()
+    left = [tmp_path / "jobs" / "old.json", tmp_path / "records" / "x.json", tmp_path / "cursor"]
+    for path in left[::2]:
+        path.write_text("{}")
+        path.chmod(0o644)
+    JobRecords(tmp_path)
+    assert [mode(path) for path in left[::2]] == [0o600, 0o600]
+
+
+def test_a_corrupt_cursor_is_an_operational_error(tmp_path: Path) -> None:
+    (tmp_path / "scanned").write_text("²")
+    with pytest.raises(OperationalError, match="corrupt"):
+        JobRecords(tmp_path).cursor()
