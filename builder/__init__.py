@@ -33,4 +33,5 @@ __all__ = [
     "sources",
     "standins",
     "toolchain",
+    "variation",
 ]
