@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from builder.recipe import (
 from builder.sandbox import SRC_DIR, SandboxJob, SandboxLimits, run_in_sandbox
 from builder.sources import SANDBOX_DEPS_DIR, CrateStore, prepare_sources
 from builder.toolchain import find_toolchain_dir
+from builder.variation import Variation, evidence
 from builder.volumes import input_volumes, remove_leftover_volumes
 from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError
 
@@ -75,6 +76,7 @@ class BuildResult:
     log: bytes
     out_dir: Path
     seconds: float
+    variation: Variation = field(default_factory=Variation)  # the host conditions it had
 
     @property
     def job_id(self) -> str:
@@ -249,6 +251,7 @@ def build_crate(
     local_crate: Path | None = None,
     progress: Progress = stderr_progress,
     environment: EnvironmentOptions | None = None,
+    variation: Variation | None = None,
 ) -> BuildResult:
     """Build a recipe (or resolve ``name@version`` / a ``.crate`` path first) into ``out_dir``.
 
@@ -256,8 +259,12 @@ def build_crate(
     is not an exception: the result says ``ok=False`` with the reason and the log. An
     environment that cannot be obtained raises ``EnvironmentUnavailable``; ``environment``
     names the sources to try and the time allowed (``toolchain_dir``: a local toolchain that
-    may serve, if its digest is the recipe's).
+    may serve, if its digest is the recipe's). ``variation`` is the host conditions to build
+    under (builder.variation; default all CPUs, the true clock, the first host name): the build
+    log's first line states it, and ``variation.json`` beside the manifest records it and how
+    it was applied (evidence for the explain step, never part of the compared manifest).
     """
+    variation = variation or Variation()
     store = store or CrateStore()
     client = client or docker_client()
     if isinstance(recipe_or_spec, Recipe):
@@ -300,9 +307,11 @@ def build_crate(
                 default_features=recipe.default_features,
                 all_features=recipe.all_features,
                 input_volumes=volumes,
+                variation=variation,
             )
             outcome = run_in_sandbox(job, out_dir, limits=limits, client=client)
     (out_dir / "build.log").write_bytes(outcome.log)
+    (out_dir / "variation.json").write_bytes(evidence(variation, outcome.extra["applied"]))
     manifest = None
     if outcome.ok and outcome.artifacts_dir is not None:
         manifest = collect_manifest(outcome.artifacts_dir, recipe.artifacts)
@@ -319,4 +328,5 @@ def build_crate(
         log=outcome.log,
         out_dir=out_dir,
         seconds=outcome.seconds,
+        variation=variation,
     )

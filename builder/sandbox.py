@@ -16,6 +16,9 @@ the container's shell after a successful build (tmpfs contents cannot be copied 
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +32,13 @@ from builder.container import (
     OVERFLOW_STDOUT,
     ContainerLimits,
     ContainerSpec,
+    host_cpus,
     run_container,
 )
 from builder.image import FIXED_EPOCH
 from builder.sources import SANDBOX_DEPS_DIR, STAND_INS_FILE
+from builder.variation import Variation, cpu_count
+from logserver.core.errors import OperationalError
 
 TOOLCHAIN_DIR = "/opt/rust"
 SRC_DIR = "/build/src"
@@ -44,6 +50,13 @@ EXIT_SETUP_FAILED = 120
 EXIT_NO_PROFILE_DIR = 121
 EXIT_TAR_FAILED = 122
 EXIT_STAND_IN_COMPILED = 123
+# The clock variation: libfaketime (in the build image) preloaded into every process but rustc,
+# whose start-up deadlocks under it (its allocator, jemalloc, reads the clock while libfaketime
+# initialises, which allocates). So `rustc` (PATH and RUSTC) is a wrapper that drops the preload,
+# in every build alike, whatever its variation.
+FAKETIME_LIBRARY = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+WRAPPER_DIR = f"{TARGET_DIR}/.synchronicity/bin"
+RUSTC_WRAPPER = f"{WRAPPER_DIR}/rustc"
 
 REASON_TIMEOUT = "timeout"
 REASON_OOM = "out-of-memory"
@@ -54,6 +67,9 @@ REASON_ARTIFACT_LIMIT = "artifact-limit"
 REASON_EXIT = "nonzero-exit"
 
 _LOG_TAIL_BYTES = 4000
+# Where the CPU window of the next build starts: builds of one process, and the processes of
+# one host (by their pids), take turns on the host's CPUs.
+_next_cpu = itertools.count(os.getpid())
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,50 @@ class SandboxJob:
     # (container path, volume name): inputs copied into volumes (builder.volumes) instead of
     # bind-mounting src_dir and deps_dir from the host
     input_volumes: tuple[tuple[str, str], ...] = ()
+    # the host conditions it builds under (builder.variation)
+    variation: Variation = field(default_factory=Variation)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """How a variation is applied on this host: the CPU count (cpuset size, CPU quota and
+    cargo's jobs), which of the host's CPUs, and how many the host has."""
+
+    cpus: int
+    cpuset: str
+    host_cpus: int
+
+    def to_value(self, variation: Variation) -> dict[str, object]:
+        """What ``variation.json`` records as applied."""
+        return {
+            "cpus": self.cpus,
+            "cpuset": self.cpuset,
+            "host_cpus": self.host_cpus,
+            "faketime": faketime(variation),
+            "hostname": variation.hostname,
+        }
+
+
+def applied(variation: Variation, limit_cpus: int, host: int, first_cpu: int = 0) -> Applied:
+    """The CPUs of a build: ``cpu_count`` of them, a window of the host's CPUs starting at
+    ``first_cpu`` (modulo the host's count; which CPUs is not part of the variation)."""
+    try:
+        count = cpu_count(variation, limit_cpus, host)
+    except ValueError as e:
+        raise OperationalError(f"cannot build under this variation here: {e}") from e
+    chosen = sorted((first_cpu + i) % host for i in range(count))
+    return Applied(cpus=count, cpuset=",".join(str(cpu) for cpu in chosen), host_cpus=host)
+
+
+def wall_limit(limits: SandboxLimits, conditions: Applied) -> int:
+    """The wall-clock limit of a build with fewer CPUs than the limit: scaled up by the ratio,
+    so that a build gets the same CPU time whatever its variation."""
+    return -(-limits.wall_seconds * max(limits.cpus, conditions.cpus) // conditions.cpus)
+
+
+def faketime(variation: Variation) -> str | None:
+    """libfaketime's FAKETIME for the variation's clock: ``+Nd``, or None for the true clock."""
+    return f"+{variation.clock_days}d" if variation.clock_days else None
 
 
 @dataclass
@@ -111,16 +171,18 @@ def profile_dir_name(profile: str) -> str:
     return "debug" if profile == "dev" else profile
 
 
-def sandbox_environment(job: SandboxJob) -> dict[str, str]:
-    """The complete, fixed environment of the build."""
+def sandbox_environment(job: SandboxJob, cpus: int | None = None) -> dict[str, str]:
+    """The complete environment of the build: fixed, but for its variation (``cpus``, the CPU
+    count it gets, defaults to the variation's or the default limit)."""
     remaps = [
         f"--remap-path-prefix={SRC_DIR}=/rust/src/{job.crate_name}-{job.crate_version}",
         f"--remap-path-prefix={SANDBOX_DEPS_DIR}/vendor=/rust/deps",
         f"--remap-path-prefix={CARGO_HOME}=/rust/cargo",
         f"--remap-path-prefix={TOOLCHAIN_DIR}=/rust/toolchain",
     ]
-    return {
-        "PATH": f"{TOOLCHAIN_DIR}/bin:/usr/local/bin:/usr/bin:/bin",
+    environment = {
+        "PATH": f"{WRAPPER_DIR}:{TOOLCHAIN_DIR}/bin:/usr/local/bin:/usr/bin:/bin",
+        "RUSTC": RUSTC_WRAPPER,
         "HOME": SANDBOX_TMP,
         "CARGO_HOME": CARGO_HOME,
         "CARGO_TARGET_DIR": TARGET_DIR,
@@ -132,7 +194,15 @@ def sandbox_environment(job: SandboxJob) -> dict[str, str]:
         "TZ": "UTC",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
+        "CARGO_BUILD_JOBS": str(cpus or job.variation.cpus or SandboxLimits.cpus),
     }
+    shift = faketime(job.variation)
+    if shift is not None:
+        environment["LD_PRELOAD"] = FAKETIME_LIBRARY
+        environment["FAKETIME"] = shift
+        # Only the wall clock differs between hosts; a monotonic clock has no meaning to share.
+        environment["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+    return environment
 
 
 def _selection(job: SandboxJob) -> list[str]:
@@ -178,13 +248,44 @@ def stand_in_check(job: SandboxJob) -> list[str]:
     ]
 
 
-def sandbox_command(job: SandboxJob) -> list[str]:
+def variation_line(job: SandboxJob, conditions: Applied | None = None) -> str:
+    """The shell line that starts the build log: the variation, how it is applied, and what
+    the sandbox sees (CPUs for nproc, the clock, the host name)."""
+    variation = job.variation
+    cpus = conditions.cpus if conditions else variation.cpus or SandboxLimits.cpus
+    how = f"{cpus} CPU{'' if cpus == 1 else 's'}"
+    if conditions is not None:
+        how += f" of the host's {conditions.host_cpus}: cpuset {conditions.cpuset}, quota {cpus},"
+    shift = faketime(variation)
+    how += f" cargo jobs {cpus}; clock: {'true' if shift is None else 'libfaketime ' + shift}"
+    stated = f"synchronicity: host variation {variation.spec()} ({how})"
+    assert not set(stated) & set('"$`\\'), stated  # a literal inside double quotes
+    seen = "nproc $(nproc), date $(date -u +%Y-%m-%dT%H:%M:%SZ), host name $(uname -n)"
+    return f'echo "{stated}; the sandbox sees: {seen}" 1>&2'
+
+
+def rustc_wrapper() -> list[str]:
+    """Shell lines writing the ``rustc`` wrapper: the compiler without libfaketime."""
+    return [
+        f"mkdir -p {WRAPPER_DIR} || exit {EXIT_SETUP_FAILED}",
+        f"cat >{RUSTC_WRAPPER} <<'EOF' || exit {EXIT_SETUP_FAILED}",
+        "#!/bin/sh",
+        "unset LD_PRELOAD",
+        f'exec {TOOLCHAIN_DIR}/bin/rustc "$@"',
+        "EOF",
+        f"chmod 0755 {RUSTC_WRAPPER} || exit {EXIT_SETUP_FAILED}",
+    ]
+
+
+def sandbox_command(job: SandboxJob, conditions: Applied | None = None) -> list[str]:
     """The container command: build with output on stderr, then tar the artifacts to stdout."""
     profile_dir = f"{TARGET_DIR}/{job.target}/{profile_dir_name(job.profile)}"
     script = "\n".join(
         [
             "umask 022",
+            variation_line(job, conditions),
             f"mkdir -p {CARGO_HOME} || exit {EXIT_SETUP_FAILED}",
+            *rustc_wrapper(),
             *stand_in_check(job),
             shlex.join(cargo_arguments(job)) + " 1>&2",
             "status=$?",
@@ -202,11 +303,11 @@ def sandbox_command(job: SandboxJob) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-def _spec(job: SandboxJob, limits: SandboxLimits) -> ContainerSpec:
+def _spec(job: SandboxJob, limits: SandboxLimits, conditions: Applied) -> ContainerSpec:
     return ContainerSpec(
         image=job.image,
-        command=sandbox_command(job),
-        environment=sandbox_environment(job),
+        command=sandbox_command(job, conditions),
+        environment=sandbox_environment(job, conditions.cpus),
         working_dir=SRC_DIR,
         binds=_binds(job),
         volumes=job.input_volumes,
@@ -217,6 +318,7 @@ def _spec(job: SandboxJob, limits: SandboxLimits) -> ContainerSpec:
             SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes},mode=1777",
         },
         purpose=job.job_id,
+        hostname=job.variation.hostname,
     )
 
 
@@ -257,17 +359,21 @@ def run_in_sandbox(
     limits = limits or SandboxLimits()
     out_dir.mkdir(parents=True, exist_ok=True)
     spool_path = out_dir / "artifacts.tar"
+    conditions = applied(job.variation, limits.cpus, host_cpus(client), next(_next_cpu))
+    limits = dataclasses.replace(limits, wall_seconds=wall_limit(limits, conditions))
     bounds = ContainerLimits(
         memory_bytes=limits.memory_bytes,
-        cpus=limits.cpus,
+        cpus=conditions.cpus,
         pids=limits.pids,
         stdout_bytes=limits.artifact_bytes,
         stderr_bytes=limits.log_bytes,
         wall_seconds=limits.wall_seconds,
+        cpuset=conditions.cpuset,
     )
+    extra: dict[str, Any] = {"applied": conditions.to_value(job.variation)}
     try:
         with spool_path.open("wb") as spool:
-            run = run_container(client, _spec(job, limits), bounds, spool)
+            run = run_container(client, _spec(job, limits, conditions), bounds, spool)
         log = run.stderr
         reason: str | None = None
         if run.timed_out:
@@ -289,6 +395,7 @@ def run_in_sandbox(
                 seconds=run.seconds,
                 log_truncated=reason == REASON_LOG_LIMIT,
                 oom_killed=run.oom_killed,
+                extra=extra,
             )
         artifacts_dir = out_dir / "artifacts"
         artifacts_dir.mkdir()
@@ -308,6 +415,7 @@ def run_in_sandbox(
             log=log,
             artifacts_dir=artifacts_dir,
             seconds=run.seconds,
+            extra=extra,
         )
     finally:
         spool_path.unlink(missing_ok=True)

@@ -1,13 +1,27 @@
-"""The host variations (builder/variation.py): assignment, spreading, specs, and the explain
-step's "differ only in" reasoning. Pure; exhaustive over every n = 3f+1 up to 100."""
+"""The host variations (builder/variation.py): assignment, spreading, specs, the explain
+step's "differ only in" reasoning, and how the sandbox applies a variation (environment,
+command, CPUs, wall-clock limit). Pure; exhaustive over every n = 3f+1 up to 100."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from builder.sandbox import (
+    FAKETIME_LIBRARY,
+    RUSTC_WRAPPER,
+    WRAPPER_DIR,
+    Applied,
+    SandboxJob,
+    SandboxLimits,
+    applied,
+    sandbox_command,
+    sandbox_environment,
+    wall_limit,
+)
 from builder.variation import (
     CLOCK_MIN_DAYS,
     CLOCK_SPAN_DAYS,
@@ -27,7 +41,7 @@ from builder.variation import (
     variation_report,
 )
 from logserver.core import canonical_json
-from logserver.core.errors import FormatError
+from logserver.core.errors import FormatError, OperationalError
 
 NETWORK_SIZES = [3 * f + 1 for f in range(34)]  # 1, 4, 7, ..., 100
 JOBS = [hashlib.sha256(b"job %d" % i).hexdigest() for i in range(40)]
@@ -224,3 +238,66 @@ def test_unknown_builders_give_no_conclusion() -> None:
     a, b = group("1" * 64, ("w1", None)), group("2" * 64, ("w2", ALL_B))
     assert "not known" in conclusion(a, b)
     assert "  w1: unknown" in variation_report([a, b])
+
+
+# ----- how the sandbox applies a variation (builder/sandbox.py, pure part) -----------------
+
+
+def sandbox_job(variation: Variation) -> SandboxJob:
+    return SandboxJob(
+        job_id=JOBS[0],
+        image="synchronicity-build:0123456789abcdef",
+        src_dir=Path("/host/src"),
+        deps_dir=Path("/host/deps"),
+        toolchain_dir=None,
+        crate_name="itoa",
+        crate_version="1.0.11",
+        target="x86_64-unknown-linux-gnu",
+        variation=variation,
+    )
+
+
+def test_the_environments_of_two_variations_differ_only_in_what_they_vary() -> None:
+    plain = sandbox_environment(sandbox_job(Variation()), cpus=2)
+    varied = sandbox_environment(sandbox_job(Variation(1, 400, HOSTNAMES[1])), cpus=1)
+    assert plain["CARGO_BUILD_JOBS"] == "2" and varied["CARGO_BUILD_JOBS"] == "1"
+    assert "LD_PRELOAD" not in plain and "FAKETIME" not in plain
+    assert varied["LD_PRELOAD"] == FAKETIME_LIBRARY and varied["FAKETIME"] == "+400d"
+    assert varied["FAKETIME_DONT_FAKE_MONOTONIC"] == "1"
+    differing = {key for key in plain.keys() | varied.keys() if plain.get(key) != varied.get(key)}
+    assert differing == {
+        "CARGO_BUILD_JOBS",
+        "LD_PRELOAD",
+        "FAKETIME",
+        "FAKETIME_DONT_FAKE_MONOTONIC",
+    }
+    for env in (plain, varied):  # what stays pinned
+        assert env["SOURCE_DATE_EPOCH"] == "315532800" and env["TZ"] == "UTC"
+        assert env["LC_ALL"] == "C.UTF-8" and env["RUSTC"] == RUSTC_WRAPPER
+        assert env["PATH"].startswith(WRAPPER_DIR + ":")
+
+
+def test_the_command_states_the_variation_first_and_runs_rustc_without_the_preload() -> None:
+    job = sandbox_job(Variation(1, 400, HOSTNAMES[1]))
+    script = sandbox_command(job, applied(job.variation, 2, 8, first_cpu=7))[2]
+    lines = script.splitlines()
+    assert lines[0] == "umask 022"
+    assert lines[1].startswith(
+        'echo "synchronicity: host variation cpus=1,clock=+400d,hostname=host-b.example.net '
+        "(1 CPU of the host's 8: cpuset 7, quota 1, cargo jobs 1; clock: libfaketime +400d); "
+        "the sandbox sees: nproc $(nproc), date $(date -u"
+    )
+    assert "unset LD_PRELOAD" in lines and 'exec /opt/rust/bin/rustc "$@"' in lines
+    assert "umask 022" in script and "cargo build --locked --offline" in script
+
+
+def test_cpus_are_a_window_of_the_hosts_and_the_wall_limit_scales() -> None:
+    assert applied(Variation(), 2, 2, first_cpu=5) == Applied(2, "0,1", 2)
+    assert applied(Variation(cpus=1), 2, 4, first_cpu=6) == Applied(1, "2", 4)
+    assert applied(Variation(), 4, 8, first_cpu=6) == Applied(4, "0,1,6,7", 8)
+    with pytest.raises(OperationalError, match="this host has 2"):
+        applied(Variation(cpus=4), 2, 2)
+    limits = SandboxLimits(cpus=2, wall_seconds=1800)
+    assert wall_limit(limits, Applied(2, "0,1", 2)) == 1800
+    assert wall_limit(limits, Applied(1, "0", 2)) == 3600  # the same CPU time on one CPU
+    assert wall_limit(limits, Applied(4, "0-3", 4)) == 1800
