@@ -32,6 +32,7 @@ from builder.image import (
     ensure_build_image,
     stderr_progress,
 )
+from builder.volumes import Volumes, input_volumes
 from logserver.core.errors import OperationalError
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -148,7 +149,9 @@ def diffoscope_command(limits: DiffLimits) -> list[str]:
     ]
 
 
-def _diff_spec(image: str, left: Path, right: Path, limits: DiffLimits) -> ContainerSpec:
+def _diff_spec(image: str, volumes: Volumes, limits: DiffLimits) -> ContainerSpec:
+    """The diff container: the two staged directories come in volumes (builder.volumes), so
+    that a builder in a container, whose paths the engine's host does not have, can diff."""
     return ContainerSpec(
         image=image,
         command=diffoscope_command(limits),
@@ -163,7 +166,8 @@ def _diff_spec(image: str, left: Path, right: Path, limits: DiffLimits) -> Conta
             "SOURCE_DATE_EPOCH": str(FIXED_EPOCH),
         },
         working_dir=SCRATCH_DIR,
-        binds=((LEFT_DIR, left), (RIGHT_DIR, right)),
+        binds=(),
+        volumes=volumes,
         tmpfs={SCRATCH_DIR: f"rw,noexec,nosuid,nodev,size={limits.tmp_bytes},mode=1777"},
         purpose="diff",
         what="diff",
@@ -225,10 +229,12 @@ def _contained_diffoscope(
             stderr_bytes=limits.log_bytes,
             wall_seconds=limits.wall_seconds,
         )
-        with report_path.open("wb") as report:
-            run = run_container(
-                client, _diff_spec(image.tag, staged_left, staged_right, limits), bounds, report
-            )
+        inputs = {LEFT_DIR: staged_left, RIGHT_DIR: staged_right}
+        with (
+            input_volumes(client, image.tag, "diff", inputs) as volumes,
+            report_path.open("wb") as report,
+        ):
+            run = run_container(client, _diff_spec(image.tag, volumes, limits), bounds, report)
         header = (
             f"diffoscope report, run in a sandbox ({image.tag}, "
             f"root file system sha256 {image.rootfs_sha256})\n\n"
