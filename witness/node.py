@@ -254,6 +254,7 @@ class WitnessNode:
                 reveal_deadline_ms=network.builds.reveal_deadline_ms,
                 misbehave=misbehave,
                 max_builds=max_builds,
+                builders=tuple(names),  # for the host variations (builder.variation)
                 build=functools.partial(
                     build_crate, environment=self._environment(environment or EnvironmentOptions())
                 ),

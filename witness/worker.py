@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import random
@@ -70,9 +71,12 @@ from typing import Protocol
 
 from builder import recipe as recipes
 from builder.build import build_crate
+from builder.diff import DEFAULT_MAX_REPORT_BYTES as MAX_REPORT_BYTES
 from builder.diff import diff_outputs
 from builder.envsource import EnvironmentUnavailable
 from builder.manifest import Manifest, manifest_from_json
+from builder.variation import Group as VariedGroup
+from builder.variation import Variation, variation_of, variation_report
 from logserver.core import canonical_json, note
 from logserver.core.errors import FormatError, OperationalError, RemoteError
 from logserver.fsutil import atomic_write
@@ -290,6 +294,7 @@ class BuildWorker:
         backoff: Backoff | None = None,
         explain_window_ms: int = EXPLAIN_WINDOW_MS,
         max_builds: int = 1,
+        builders: tuple[str, ...] = (),
     ) -> None:
         if misbehave is not None and misbehave not in MISBEHAVIOURS:
             raise ValueError(f"misbehave must be one of {MISBEHAVIOURS}")
@@ -306,6 +311,7 @@ class BuildWorker:
         self.explain_window_ms = explain_window_ms
         self._build = build or build_crate
         self._diff = diff
+        self.builders = builders  # every builder of the network config, in order
         self.misbehave = misbehave
         self._clock = clock
         self.backoff = backoff or Backoff()
@@ -526,6 +532,7 @@ class BuildWorker:
             and groups[0].builders[0] == self.name
         )
         if heads:
+            self._keep_groups(verdict)
             self._change(
                 verdict.job,
                 {"closed", "revealed"},
@@ -661,7 +668,13 @@ class BuildWorker:
         if failure is None:
             try:
                 shutil.rmtree(out_dir, ignore_errors=True)
-                result = self._build(recipe, out_dir, local_crate=local_crate, progress=_quiet)
+                result = self._build(
+                    recipe,
+                    out_dir,
+                    local_crate=local_crate,
+                    progress=_quiet,
+                    variation=self.variation(record.job),
+                )
                 manifest, failure = _outcome(result, out_dir / "artifacts")
             except EnvironmentUnavailable as e:  # no source gave the environment in time
                 log.error(
@@ -696,6 +709,7 @@ class BuildWorker:
             self._fetch_tree(first, left)
             self._fetch_tree(second, right)
             report = self._diff(left, right)
+        report = (self._variations_head(record) + report)[:MAX_REPORT_BYTES]
         path = self.workdir / "builds" / record.job / "diff-report"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, report)
@@ -705,6 +719,47 @@ class BuildWorker:
             state="diffed",
             report_sha256=hashlib.sha256(report).hexdigest(),
         )
+
+    # ----- host variations (builder.variation) -------------------------------------------
+
+    def variation(self, job: str) -> Variation:
+        """This builder's host variation for ``job``: recomputable by anyone from the job id
+        and the network config (the plain conditions when it is not in the builders)."""
+        if self.name not in self.builders:
+            return Variation()
+        return variation_of(job, self.name, self.builders)
+
+    def _keep_groups(self, verdict: Verdict) -> None:
+        """The verdict's groups, for the head of the diff report (written before the record
+        says ``explaining``, so a restart still has them)."""
+        value = [
+            {"output_digest": g.output_digest, "builders": list(g.builders)} for g in verdict.groups
+        ]
+        path = self.workdir / "builds" / verdict.job / "verdict-groups.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, canonical_json.encode(value))
+
+    def _variations_head(self, record: JobRecord) -> bytes:
+        """Each group's builders and their variations, and in which dimension the compared
+        groups differ (builder.variation.variation_report)."""
+        path = self.workdir / "builds" / record.job / "verdict-groups.json"
+        try:
+            value = json.loads(path.read_bytes())
+            groups = [
+                VariedGroup(
+                    str(g["output_digest"]),
+                    tuple((str(b), self._variation_of(record.job, str(b))) for b in g["builders"]),
+                )
+                for g in value
+            ]
+            digests = [g.output_digest for g in groups]
+            compared = (digests.index(record.compare[0]), digests.index(record.compare[1]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"Host variations of the builders: not known ({e}).\n\n".encode()
+        return variation_report(groups, compared).encode()
+
+    def _variation_of(self, job: str, builder: str) -> Variation | None:
+        return variation_of(job, builder, self.builders) if builder in self.builders else None
 
     def _fetch_tree(self, digest: str, into: Path) -> None:
         manifest = manifest_from_json(self.writer.blob(digest))
