@@ -216,7 +216,7 @@ def separating(first: Sequence[Variation], second: Sequence[Variation]) -> tuple
 
 
 @dataclass(frozen=True)
-class Group:
+class VariedGroup:
     """One group of a verdict: its output digest and its builders with their variations (None
     for a builder not in the network config)."""
 
@@ -227,7 +227,7 @@ class Group:
         return [v for _, v in self.builders if v is not None]
 
 
-def conclusion(first: Group, second: Group, names: tuple[str, str] = ("1", "2")) -> str:
+def conclusion(first: VariedGroup, second: VariedGroup, names: tuple[str, str] = ("1", "2")) -> str:
     """One line: in which varied dimensions the two groups differ, in words."""
     a, b = first.known(), second.known()
     if not a or not b:
@@ -254,7 +254,7 @@ def conclusion(first: Group, second: Group, names: tuple[str, str] = ("1", "2"))
     )
 
 
-def variation_report(groups: Sequence[Group], compared: tuple[int, int] = (0, 1)) -> str:
+def variation_report(groups: Sequence[VariedGroup], compared: tuple[int, int] = (0, 1)) -> str:
     """The head of a diff report: each group's builders and variations, then the conclusion
     about the two compared groups (indexes into ``groups``)."""
     lines = [

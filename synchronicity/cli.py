@@ -195,6 +195,35 @@ def _env_sources(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _variation_options(parser: argparse.ArgumentParser) -> None:
+    """``build --variation`` / ``--variation-of``: one builder's host conditions (spec/builds.md
+    4.1)."""
+    var = parser.add_argument_group(
+        "host variation (spec/builds.md 4.1): build under one builder's conditions"
+    )
+    var.add_argument(
+        "--variation",
+        metavar="SPEC",
+        help="cpus=N|all,clock=+Nd,hostname=NAME (any of them; default all CPUs, the true "
+        "clock, builder-a)",
+    )
+    var.add_argument(
+        "--variation-of",
+        metavar="BUILDER",
+        help="the variation a network's builder (name, or 0-based position) gets for the job",
+    )
+    var.add_argument(
+        "--job",
+        help="with --variation-of: the job whose assignment to take (default: this "
+        "recipe's digest)",
+    )
+    var.add_argument(
+        "--network",
+        help="with --variation-of: the network config (default: "
+        ".synchronicity/network/network.json)",
+    )
+
+
 def _build(commands: Commands) -> None:
     b = commands.add_parser("build", help="build one crate locally in the sandbox")
     b.add_argument(
@@ -203,6 +232,7 @@ def _build(commands: Commands) -> None:
     b.add_argument("--out", help="output directory (default: ./build/NAME-VERSION)")
     _crate_choice(b)
     _env_sources(b)
+    _variation_options(b)
     b.set_defaults(func=_lazy("synchronicity.cmd_build", "build"))
 
     img = commands.add_parser("image", help="the build image").add_subparsers(

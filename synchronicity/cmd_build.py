@@ -5,6 +5,8 @@ their environment.
 ``--all-features`` or ``--no-default-features`` the crate's docs.rs selection, else its default
 features (``feature_choice``, also used by ``rebuild``). ``--env-source`` names where to get the
 environment a recipe pins when this host lacks it (spec/builds.md section 10).
+``--variation SPEC`` or ``--variation-of BUILDER`` builds under one host variation
+(spec/builds.md section 4.1): a network builder's exact conditions for a job, recomputed.
 ``image export`` is in :mod:`synchronicity.cmd_image`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from builder import recipe as recipes
@@ -25,7 +28,11 @@ from builder.image import (
     update_lock,
 )
 from builder.recipe import Features
+from builder.variation import Variation, parse_variation, variation_of
 from logserver.core.errors import UsageError
+from logserver.protocol.network import NetworkConfig
+
+DEFAULT_NETWORK = ".synchronicity/network/network.json"
 
 
 def feature_choice(args: argparse.Namespace) -> Features | None:
@@ -59,7 +66,14 @@ def build(args: argparse.Namespace) -> int:
         recipe = resolve_recipe(spec, features=features, pre=args.pre)
     out = Path(args.out) if args.out else Path("build") / f"{recipe.name}-{recipe.version}"
     local = path if path.suffix == ".crate" else None
-    result = build_crate(recipe, out, local_crate=local, environment=environment_options(args))
+    variation = variation_choice(args, recipe.job_id)
+    result = build_crate(
+        recipe,
+        out,
+        local_crate=local,
+        environment=environment_options(args),
+        variation=variation,
+    )
     print(f"recipe digest: {result.job_id}")
     if not result.ok:
         print(f"build failed: {result.reason} ({result.detail})")
@@ -69,6 +83,38 @@ def build(args: argparse.Namespace) -> int:
     print(f"output digest: {result.output_digest}")
     print(f"outputs: {out}")
     return 0
+
+
+def variation_choice(args: argparse.Namespace, job: str) -> Variation | None:
+    """``--variation SPEC``, or ``--variation-of BUILDER`` (a name or 0-based position of the
+    network config's builders) for ``--job`` (default: the recipe's job id); None: neither."""
+    if args.variation is not None and args.variation_of is not None:
+        raise UsageError("give --variation or --variation-of, not both")
+    if args.variation_of is None:
+        if args.job is not None or args.network is not None:
+            raise UsageError("--job and --network go with --variation-of")
+        if args.variation is None:
+            return None
+        variation = parse_variation(args.variation)
+        print(f"variation: {variation.spec()}", file=sys.stderr)
+        return variation
+    path = Path(args.network or DEFAULT_NETWORK)
+    if not path.is_file():
+        raise UsageError(f"--variation-of needs a network config: {path} is not a file")
+    builders = [w.name for w in NetworkConfig.parse(path.read_bytes()).witnesses]
+    chosen = args.variation_of
+    if chosen.isdigit() and int(chosen) < len(builders):
+        chosen = builders[int(chosen)]
+    if chosen not in builders:
+        raise UsageError(f"{args.variation_of} is not a builder of {path}: {', '.join(builders)}")
+    wanted = args.job or job
+    if re.fullmatch(r"[0-9a-f]{64}", wanted) is None:
+        raise UsageError("--job is a job id: 64 lowercase hex digits")
+    if wanted != job:
+        print(f"note: the variation of job {wanted}, not of this recipe's {job}", file=sys.stderr)
+    variation = variation_of(wanted, chosen, builders)
+    print(f"variation: {variation.spec()} ({chosen}'s for job {wanted})", file=sys.stderr)
+    return variation
 
 
 def bootstrap(args: argparse.Namespace) -> int:

@@ -75,8 +75,7 @@ from builder.diff import DEFAULT_MAX_REPORT_BYTES as MAX_REPORT_BYTES
 from builder.diff import diff_outputs
 from builder.envsource import EnvironmentUnavailable
 from builder.manifest import Manifest, manifest_from_json
-from builder.variation import Group as VariedGroup
-from builder.variation import Variation, variation_of, variation_report
+from builder.variation import Variation, VariedGroup, variation_of, variation_report
 from logserver.core import canonical_json, note
 from logserver.core.errors import FormatError, OperationalError, RemoteError
 from logserver.fsutil import atomic_write

@@ -27,8 +27,8 @@ from builder.variation import (
     CLOCK_SPAN_DAYS,
     DIMENSIONS,
     HOSTNAMES,
-    Group,
     Variation,
+    VariedGroup,
     assign,
     assignments,
     clock_shift_days,
@@ -87,7 +87,7 @@ def test_the_dimensions_are_pairwise_independent(n: int) -> None:
 
 @pytest.mark.parametrize("n", [n for n in NETWORK_SIZES if n >= 4])
 def test_a_build_depending_on_one_dimension_is_explained_by_it(n: int) -> None:
-    """Group the builders as a build depending only on one dimension would: the reasoning of
+    """VariedGroup the builders as a build depending only on one dimension would: the reasoning of
     the diff report names exactly that dimension."""
     for job in JOBS[:10]:
         variations = assignments(job, n)
@@ -186,8 +186,8 @@ def test_evidence_is_canonical_json_naming_the_variation_and_what_was_applied() 
 # ----- the explain step's reasoning --------------------------------------------------------
 
 
-def group(digest: str, *members: tuple[str, Variation | None]) -> Group:
-    return Group(digest, tuple(members))
+def group(digest: str, *members: tuple[str, Variation | None]) -> VariedGroup:
+    return VariedGroup(digest, tuple(members))
 
 
 ONE_A, ALL_B = Variation(1, 0, "builder-a"), Variation(None, 0, "host-b.example.net")
