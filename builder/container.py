@@ -3,11 +3,11 @@
 The build sandbox (:mod:`builder.sandbox`) and the diff sandbox (:mod:`builder.diff`) both run
 here: no network, a read-only root, host directories mounted read-only, size-bounded tmpfs
 mounts, a non-root user, every capability dropped, no-new-privileges, memory (swap included),
-CPU and PID limits, a bound on the bytes read from stdout and from stderr (the container is
-killed beyond either) and a wall-clock deadline. Nothing is ever pulled (``create``, never
-``run``). Containers carry the labels ``synchronicity.build`` (what they are for) and
-``synchronicity.owner`` (``host:pid``); ``remove_leftover_containers`` removes those whose
-owner process on this host is gone.
+CPU (quota and, if given, CPU set) and PID limits, the host name it is given, a bound on the
+bytes read from stdout and from stderr (the container is killed beyond either) and a wall-clock
+deadline. Nothing is ever pulled (``create``, never ``run``). Containers carry the labels
+``synchronicity.build`` (what they are for) and ``synchronicity.owner`` (``host:pid``);
+``remove_leftover_containers`` removes those whose owner process on this host is gone.
 """
 
 from __future__ import annotations

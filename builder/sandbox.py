@@ -10,8 +10,11 @@ capabilities, no-new-privileges, and memory, CPU, PID, log-size, artifact-size a
 wall-clock limits. The build's own output goes to stderr (the
 log); stdout carries only the tar of the top-level files of the profile directory, written by
 the container's shell after a successful build (tmpfs contents cannot be copied out with
-``get_archive``). ``spec/builds.md`` states the contract; ``sandbox_command`` and
-``sandbox_environment`` are its pure part.
+``get_archive``). Each build runs under a host variation (:mod:`builder.variation`): its CPU
+count (cpuset, quota, cargo's jobs), its clock (libfaketime, for every process but rustc, which
+runs through a wrapper that drops it) and its host name; the log's first line states it.
+``spec/builds.md`` states the contract; ``sandbox_command``, ``sandbox_environment``,
+``applied`` and ``wall_limit`` are its pure part.
 """
 
 from __future__ import annotations
