@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 import urllib.error
 from pathlib import Path
@@ -38,9 +39,15 @@ import httpx
 from builder import recipe as recipes
 from builder.build import resolve_recipe
 from builder.image import ensure_build_image
+from builder.recipe import Recipe
 from logserver.client import LogClient
 from logserver.core import canonical_json
-from logserver.core.errors import OperationalError, RemoteError, SynchronicityError
+from logserver.core.errors import (
+    OperationalError,
+    RemoteError,
+    SynchronicityError,
+    UsageError,
+)
 from logserver.fsutil import atomic_write
 from logserver.protocol.entries import DiffReport, Request, Verdict
 from logserver.protocol.network import NetworkConfig
@@ -76,6 +83,10 @@ TICK_S = 0.3
 
 
 def campaign(args: argparse.Namespace) -> int:
+    if args.in_flight is not None and args.in_flight < 1:
+        raise UsageError("--in-flight must be at least 1")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
     specs = read_campaign(Path(args.file))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +154,8 @@ class CampaignRun:
         self.reports: dict[str, str] = {}  # job -> its diff report's SHA-256
         self.explain_by: dict[str, float] = {}  # job -> when to stop waiting for its report
         self.requested_at: dict[str, float] = {}
+        self._pinning: threading.Thread | None = None
+        self._pinned: list[tuple[CrateState, Recipe | Exception]] = []
         self.failing_since: dict[str, float] = {}  # "log" / "builders" -> since when
         self.last_change = time.monotonic()
 
@@ -193,7 +206,13 @@ class CampaignRun:
         return crate.outcome is None and crate.request_index is not None
 
     def _jobs_in_flight(self) -> set[str]:
-        return {c.job for c in self.crates if self._in_flight(c) and c.job is not None}
+        """The jobs requested whose verdict is not in the log yet (a logged verdict frees its
+        place at once: its proof and report are the campaign's work, not the builders')."""
+        return {
+            c.job
+            for c in self.crates
+            if self._in_flight(c) and c.job is not None and c.job not in self.verdicts
+        }
 
     def _twins(self, job: str) -> list[CrateState]:
         """The pending lines of ``job`` (two lines may name one release)."""
@@ -208,26 +227,45 @@ class CampaignRun:
     # ----- pin ---------------------------------------------------------------------------
 
     def _pin_one(self) -> bool:
-        """Pin the next line into a recipe, unless enough are pinned and waiting."""
+        """Take the recipe the pinning thread made, if any; start it on the next line unless
+        enough are pinned and waiting. Pinning (the index, the .crate, ``cargo
+        generate-lockfile``) takes seconds: it runs beside the loop, which goes on following."""
+        worked = False
+        if self._pinning is not None and not self._pinning.is_alive():
+            self._pinning = None
+            pinned, result = self._pinned.pop()
+            worked = self._pinned_one(pinned, result)
         waiting = [
             c for c in self.crates if c.outcome is None and c.job and c.request_index is None
         ]
         crate = next((c for c in self.crates if c.outcome is None and c.job is None), None)
-        if crate is None or len(waiting) >= self.in_flight:
-            return False
-        spec = crate.spec if crate.version is None else f"{crate.name}@{crate.version}"
-        try:
-            recipe = resolve_recipe(spec, progress=_quiet)
-        except SynchronicityError as e:
-            if not _crate_failure(e):
-                raise
-            crate.finish("failed", f"no recipe: {e}")
+        if self._pinning is None and crate is not None and len(waiting) < self.in_flight:
+            spec = crate.spec if crate.version is None else f"{crate.name}@{crate.version}"
+            target = crate
+
+            def pin() -> None:
+                try:
+                    result: Recipe | Exception = resolve_recipe(spec, progress=_quiet)
+                except Exception as e:  # noqa: BLE001 (the loop re-raises what is not the crate's)
+                    result = e
+                self._pinned.append((target, result))
+
+            self._pinning = threading.Thread(target=pin, daemon=True, name=f"pin {spec}")
+            self._pinning.start()
+        return worked
+
+    def _pinned_one(self, crate: CrateState, result: Recipe | Exception) -> bool:
+        """Record a line's recipe, or its failure to get one."""
+        if isinstance(result, Exception):
+            if not isinstance(result, SynchronicityError) or not _crate_failure(result):
+                raise result
+            crate.finish("failed", f"no recipe: {result}")
             self._finished([crate])
             return True
-        job = recipe.job_id
-        self.recipes[job] = recipe.to_json()
+        job = result.job_id
+        self.recipes[job] = result.to_json()
         self.state.save_recipe(job, self.recipes[job])
-        crate.version, crate.job = recipe.version, job
+        crate.version, crate.job = result.version, job
         twin = next((c for c in self.crates if c.job == job and c is not crate), None)
         if twin is not None:  # another line named this release: share what it has
             crate.request_index = twin.request_index
