@@ -103,6 +103,7 @@ def campaign(args: argparse.Namespace) -> int:
             run.close()
             display.close()
             report = summary([state.crate(spec) for spec in specs], config.network_id)
+            report["requests_paced"] = run.paced
             write_summary(out, report)
     print(
         f"{report['total']} crates: {report['reproduced']} reproduced, "
@@ -157,6 +158,8 @@ class CampaignRun:
         self._pinning: threading.Thread | None = None
         self._pinned: list[tuple[CrateState, Recipe | Exception]] = []
         self.failing_since: dict[str, float] = {}  # "log" / "builders" -> since when
+        self.paced = 0  # requests a builder asked to make later (429, 503), this run
+        self._said_busy = False
         self.last_change = time.monotonic()
 
     def close(self) -> None:
@@ -326,6 +329,14 @@ class CampaignRun:
             answer = self.builders[builder].request_job(self._recipe(job))
         except BuilderBusy as e:
             self.busy_until[builder] = now + e.retry_after
+            self.paced += 1
+            if all(until > now for until in self.busy_until) and not self._said_busy:
+                wait = min(self.busy_until) - now
+                self.display.say(
+                    f"• every builder asks to be asked later (too many requests or jobs "
+                    f"waiting); asking again in {wait:.0f} s"
+                )
+                self._said_busy = True
             return False
         except BuilderRefused as e:
             twins = self._twins(job)
@@ -340,6 +351,7 @@ class CampaignRun:
             self._failing("builders", f"no builder takes requests: {e}")
             return False
         self.failing_since.pop("builders", None)
+        self._said_busy = False
         if answer.job != job:
             raise RemoteError(self.builders[builder].builder_url, f"job {answer.job} for {job}")
         self.requested_at.setdefault(job, now)
