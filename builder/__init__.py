@@ -1,8 +1,9 @@
 """Hermetic reproducible builds: recipes, sources, the build image, the Docker sandbox, manifests.
 
 Of this project's packages, only :mod:`logserver.core` is imported here (a test checks it).
-:mod:`builder.recipe` and :mod:`builder.manifest` are pure values; :mod:`builder.build` is the
-one-call API (``resolve_recipe`` pins a crate, ``build_crate`` builds it in the sandbox of
+:mod:`builder.recipe` and :mod:`builder.manifest` are pure values; :mod:`builder.environment`
+obtains the build environment a recipe pins by digest; :mod:`builder.build` is the one-call
+API (``resolve_recipe`` pins a crate, ``build_crate`` builds it in the sandbox of
 :mod:`builder.sandbox` and returns the output manifest).
 
 A worked example: a recipe is a value whose canonical JSON names the job.
@@ -24,6 +25,9 @@ __all__ = [
     "container",
     "debian",
     "diff",
+    "envarchive",
+    "environment",
+    "envsource",
     "fstree",
     "image",
     "lockfile",
@@ -34,4 +38,5 @@ __all__ = [
     "standins",
     "toolchain",
     "variation",
+    "volumes",
 ]

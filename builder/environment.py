@@ -40,7 +40,14 @@ import docker
 import docker.errors
 
 from builder import envarchive
-from builder.container import ContainerLimits, ContainerSpec, run_container
+from builder.container import (
+    LABEL_BUILD,
+    LABEL_OWNER,
+    ContainerLimits,
+    ContainerSpec,
+    owner_label,
+    run_container,
+)
 from builder.envarchive import (
     CHUNK_BYTES,
     KIND_ROOTFS,
@@ -328,7 +335,11 @@ def _bake_toolchain(
     staged = f"{env_repository()}-staging:{spec.key[:16]}-{os.getpid()}-{threading.get_ident()}"
     try:
         container = client.containers.create(
-            rootfs.tag, ["/bin/true"], network_disabled=True, use_config_proxy=False
+            rootfs.tag,
+            ["/bin/true"],
+            network_disabled=True,
+            use_config_proxy=False,
+            labels={LABEL_BUILD: "environment", LABEL_OWNER: owner_label()},
         )
     except docker.errors.DockerException as exc:
         raise OperationalError(f"cannot create a container of {rootfs.tag}: {exc}") from exc
