@@ -39,7 +39,7 @@ from builder.envarchive import (
     archive_name,
     verify_archive,
 )
-from logserver.core.errors import FormatError, OperationalError, VerificationError
+from logserver.core.errors import FormatError, OperationalError, UsageError, VerificationError
 
 Progress = Callable[[str], None]
 _READ = 1 << 20
@@ -94,6 +94,10 @@ class UrlSource:
 
     url: str
     timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise UsageError(f"{self.url!r} is not an http(s) URL")
 
     def describe(self) -> str:
         return self.url

@@ -63,7 +63,7 @@ from builder.image import archive_path, write_archive
 from builder.recipe import DistComponent, Recipe, Toolchain, from_json
 from builder.toolchain import dist_components, toolchain_digest
 from logserver.core import canonical_json
-from logserver.core.errors import FormatError, OperationalError
+from logserver.core.errors import FormatError, OperationalError, UsageError
 from logserver.protocol.network import NetworkConfig
 
 
@@ -288,6 +288,9 @@ def test_fetch_tries_each_source_and_keeps_only_a_verified_archive(
     )  # fmt: skip
     assert dest.read_bytes() == data
     assert isinstance(parse_source(served[1]), UrlSource)
+    assert isinstance(parse_source(str(good)), DirectorySource)
+    with pytest.raises(UsageError):
+        UrlSource("file:///etc")
     dest.unlink()
     with pytest.raises(EnvironmentUnavailable) as caught:  # the wrong archive digest pinned
         fetch_archive(
