@@ -54,3 +54,18 @@ def read_up(proc: subprocess.Popen[str], timeout: float = 120) -> dict[str, str]
         key, _, value = line.strip().partition(": ")
         said[key] = value
     return said
+
+
+def node_pids(home: Path, needle: str) -> list[int]:
+    """The pids of the processes whose command line names ``home`` and holds ``needle``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if str(home) in text and needle in text:
+            found.append(int(pid))
+    return found

@@ -7,12 +7,14 @@ With real processes and a real rebuild of a crates.io crate:
 - ``network up`` prints the dashboard's URL (which serves) and the config's path; a
   ``rebuild`` of that home uses its network (it says so, and no fifth witness or second log
   process appears), and a second ``network up`` refuses;
+- a node of it that dies (SIGKILL) is started again;
 - SIGTERM stops ``network up`` with exit 0, and no process of the home's network is left.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.network_up import network_processes, read_up, start_up
+from tests.support.network_up import network_processes, node_pids, read_up, start_up
 from tests.support.procs import run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
@@ -50,6 +52,13 @@ class Sampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_network_up_serves_rebuild_and_stops_cleanly(
@@ -100,6 +109,17 @@ def test_network_up_serves_rebuild_and_stops_cleanly(
     assert again.returncode == 3 and "already run by `synchronicity network up`" in again.stderr
     builds = httpx.get(config["log"]["url"] + "/builds", timeout=10).text
     assert "fnv" in builds and "itoa" in builds  # one log, both rebuilds
+
+    # A node that dies is started again.
+    (victim,) = node_pids(home, "witness-4.key")
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while node_pids(home, "witness-4.key") in ([], [victim]):
+        assert time.monotonic() < deadline, "witness-4 was not started again"
+        time.sleep(0.2)
+    while not ready(config["witnesses"][3]["url"]):
+        assert time.monotonic() < deadline, "witness-4 did not come back"
+        time.sleep(0.2)
 
     # 3. SIGTERM: exit 0, nothing left running, the home free again.
     up.send_signal(signal.SIGTERM)
