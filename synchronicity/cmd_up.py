@@ -4,9 +4,9 @@ It creates the network on first use (as ``rebuild`` does), starts the log and th
 builder-witnesses as its children, holds the home's lock and says in ``<home>/running.json``
 that the network is shared (synchronicity/localnet.py), so that ``rebuild`` and ``campaign``
 of that home use it instead of starting their own, and prints the dashboard's URL (the log's
-``/``) and the network config's path on stdout. A node that exits is started again. Ctrl-C or
-SIGTERM stops every node and ends with exit 0; SIGKILL takes the nodes down with it (they die
-with their parent) and the kernel releases the lock.
+``/``) and the network config's path on stdout. A node that exits is started again. Ctrl-C,
+SIGTERM or SIGHUP stops every node and ends with exit 0; SIGKILL takes the nodes down with it
+(they die with their parent) and the kernel releases the lock.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def up(args: argparse.Namespace) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
     local: LocalNetwork | None = None
     try:
         lock.announce("network up", shared=True, ready=False)
