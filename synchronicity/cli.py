@@ -581,6 +581,27 @@ def _deploy(commands: Commands) -> None:
     dc.add_argument("--force", action="store_true", help="replace an existing config")
     dc.set_defaults(func=_lazy("synchronicity.cmd_deploy", "config"))
 
+    dp = dep.add_parser(
+        "proxy",
+        help="the Docker API proxy of builder nodes in containers (runs in the node image)",
+        description="Forward to the Docker engine only the calls a node's build sandboxes "
+        "make, on the containers and volumes it created; refuse everything else (403). Each "
+        "node gets its own unix socket. Serves until SIGTERM. See deploy/README.md.",
+    )
+    dp.add_argument("--docker", default="unix:///var/run/docker.sock", help="the engine's socket")
+    dp.add_argument(
+        "--client",
+        action="append",
+        metavar="NAME=PATH",
+        help="a node's name and the unix socket to serve it on (repeatable)",
+    )
+    dp.add_argument(
+        "--image-prefix",
+        help="the nodes' image prefix (default: $SYNCHRONICITY_IMAGE_PREFIX or synchronicity)",
+    )
+    dp.add_argument("--log", metavar="FILE", help="also append the JSON log lines to FILE")
+    dp.set_defaults(func=_lazy("synchronicity.dockerproxy", "main"))
+
 
 def _demo(commands: Commands) -> None:
     d = commands.add_parser("demo", help="run a log locally, append, prove and verify")
