@@ -104,7 +104,8 @@ def sequential(crates: list[str], home: Path) -> tuple[float, float, list[float]
         timings = json.loads(done.stdout)["timings"]
         walls.append(wall)
         without_start += wall - timings["network_s"]
-        print(f"  rebuild {spec}: {wall:.1f} s", flush=True)
+        split = ", ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in timings.items())
+        print(f"  rebuild {spec}: {wall:.1f} s ({split})", flush=True)
     return sum(walls), without_start, walls
 
 
