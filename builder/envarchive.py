@@ -514,7 +514,7 @@ class GunzipReader:
     def __init__(self, stream: Readable) -> None:
         self.stream = stream
         self._inflater = zlib.decompressobj(31)
-        self._buffer = b""
+        self._buffer = memoryview(b"")
         self._done = False
 
     def _fill(self) -> None:
@@ -527,17 +527,17 @@ class GunzipReader:
             data = self._inflater.unconsumed_tail or self.stream.read(_READ)
             if not data:
                 raise _bad("the gzip stream ends early")
-            self._buffer += self._inflater.decompress(data, 4 * _READ)
+            self._buffer = memoryview(self._inflater.decompress(data, 4 * _READ))
         except zlib.error as exc:
             raise _bad(f"the gzip stream is corrupt: {exc}") from exc
 
     def read(self, size: int = -1, /) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
-            self._fill()
         if size < 0:
-            size = len(self._buffer)
+            return b"".join(iter(lambda: self.read(_READ), b""))
+        while not self._buffer and not self._done:
+            self._fill()
         data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+        return bytes(data)
 
 
 @dataclass(frozen=True)

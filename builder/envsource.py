@@ -126,28 +126,35 @@ class UrlSource:
 
 
 class _Chunks:
-    """A readable stream over the chunks of an index, each fetched and checked in turn."""
+    """A readable stream over the chunks of an index, each fetched and checked in turn (one
+    chunk in memory; reads return slices of it without copying what is left)."""
 
     def __init__(self, index: ArchiveIndex, fetch: Callable[[str], bytes]) -> None:
         self.index = index
         self.fetch = fetch
         self.number = 0
-        self.buffer = b""
+        self.current = memoryview(b"")
+
+    def _next(self) -> bool:
+        if self.number == len(self.index.chunks):
+            return False
+        name = self.index.chunks[self.number]
+        data = self.fetch(name)
+        if hashlib.sha256(data).hexdigest() != name:
+            raise VerificationError(f"chunk {self.number} is not the blob {name}")
+        if len(data) != self.index.chunk_size(self.number):
+            raise VerificationError(f"chunk {self.number} has {len(data)} bytes")
+        self.current = memoryview(data)
+        self.number += 1
+        return True
 
     def read(self, size: int = -1, /) -> bytes:
-        while (size < 0 or len(self.buffer) < size) and self.number < len(self.index.chunks):
-            name = self.index.chunks[self.number]
-            data = self.fetch(name)
-            if hashlib.sha256(data).hexdigest() != name:
-                raise VerificationError(f"chunk {self.number} is not the blob {name}")
-            if len(data) != self.index.chunk_size(self.number):
-                raise VerificationError(f"chunk {self.number} has {len(data)} bytes")
-            self.buffer += data
-            self.number += 1
         if size < 0:
-            size = len(self.buffer)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
+            return b"".join(iter(lambda: self.read(_READ), b""))
+        if not self.current and not self._next():
+            return b""
+        data, self.current = self.current[:size], self.current[size:]
+        return bytes(data)
 
 
 @dataclass(frozen=True)

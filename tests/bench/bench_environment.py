@@ -1,7 +1,7 @@
 """Benchmark of the content-addressed build environment: sizes, export, upload, cold imports.
 
-Run: ``python tests/bench/bench_environment.py`` (needs Docker, this host's build image and the
-rustup toolchain 1.95.0). It prints its figures and, last, one JSON line.
+Run: ``python tests/bench/bench_environment.py [--cold dir,log]`` (needs Docker, this host's build
+image and the rustup toolchain 1.95.0). It prints its figures and, last, one JSON line.
 
 - rootfs_*/toolchain_*: the canonical archives (plain) and their gzip exports, in MiB, and the
   number of 32 MiB chunks each is in a blob store;
@@ -15,6 +15,7 @@ rustup toolchain 1.95.0). It prints its figures and, last, one JSON line.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -112,6 +113,9 @@ def timed(call: Callable[[], object]) -> tuple[object, float]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cold", default="dir,log", help="cold imports to measure: dir, log")
+    cold = set(parser.parse_args().cold.split(","))
     client = docker_client()
     image = ensure_build_image(client, progress=_quiet)
     spec = environment_pins(client, image, find_toolchain_dir(DEFAULT_TOOLCHAIN), _quiet)
@@ -130,7 +134,10 @@ def main() -> int:
             figures[f"{kind}_plain_mib"] = round(indexes[kind].size / MIB)
             figures[f"{kind}_gzip_mib"] = round(path.stat().st_size / MIB)
             figures[f"{kind}_chunks"] = len(indexes[kind].chunks)
-        figures.update(cold_import(spec, (DirectorySource(tmp / "export"),), tmp, "dir"))
+        if "dir" in cold:
+            figures.update(cold_import(spec, (DirectorySource(tmp / "export"),), tmp, "dir"))
+        if "log" not in cold:
+            return report(figures)
         net = LocalNetwork.create(tmp / "net")
         net.log.start()
         try:
@@ -149,6 +156,10 @@ def main() -> int:
                 figures.update(cold_import(spec, (BlobSource(log.blob),), tmp, "log"))
         finally:
             net.log.stop()
+    return report(figures)
+
+
+def report(figures: dict[str, object]) -> int:
     for name, value in figures.items():
         print(f"{name:40} {value}")
     print(json.dumps(figures, sort_keys=True))
