@@ -46,6 +46,12 @@ digest, or an artifact) leaves the builder before the job's close. The commit ca
 commitment; the manifest and artifacts are uploaded after the close, just before the reveal
 that names them, so a verdict's consumers find the manifest under its ``manifest_sha256``.
 
+Host variations (builder/variation.py, spec/builds.md 4.1): each build runs under the variation
+that the job id and this builder's position among the network config's ``builders`` give it
+(CPU count, clock, host name), so that the builders of a job differ as real hosts do. The head
+of a not-reproduced verdict keeps the verdict's groups and starts its diff report with every
+builder's variation, recomputed, and the dimension the compared groups differ in, if one.
+
 Fault injection for tests (``misbehave``): ``fabricate`` commits to and reveals a digest it
 never built; ``contradict`` reveals a digest other than the one it committed to.
 """
