@@ -74,7 +74,9 @@ from builder.image import (
     image_prefix,
     import_rootfs_archive,
     index_path,
+    list_images,
     rootfs_archive,
+    settled,
     write_index,
 )
 from builder.recipe import DistComponent, Recipe, Toolchain
@@ -181,14 +183,11 @@ class EnvironmentImage:
 def find_environment(client: docker.DockerClient, spec: EnvironmentSpec) -> EnvironmentImage | None:
     """The environment image of ``spec`` if imported; VerificationError if the image's toolchain
     is not the one the recipe describes (``rustc -vV``, dist components)."""
-    try:
-        images = client.images.list(filters={"label": [f"{LABEL_ENVIRONMENT}={spec.key}"]})
-    except docker.errors.DockerException as exc:
-        raise OperationalError(f"cannot list Docker images: {exc}") from exc
-    for image in sorted(images, key=lambda image: str(image.id)):
-        if spec.tag not in image.tags:
+    for image_id, tags, labels in list_images(
+        client, {"label": [f"{LABEL_ENVIRONMENT}={spec.key}"]}
+    ):
+        if spec.tag not in tags:
             continue
-        labels = image.labels
         if labels.get(LABEL_RUSTC) != spec.rustc:
             raise VerificationError(
                 f"the recipe's toolchain says rustc {spec.rustc}; "
@@ -198,7 +197,7 @@ def find_environment(client: docker.DockerClient, spec: EnvironmentSpec) -> Envi
             raise VerificationError(
                 "the recipe's toolchain.dist is not what the toolchain's channel manifest says"
             )
-        return EnvironmentImage(tag=spec.tag, image_id=str(image.id))
+        return EnvironmentImage(tag=spec.tag, image_id=image_id)
     return None
 
 
@@ -301,7 +300,7 @@ def ensure_environment(
             with contextlib.suppress(docker.errors.DockerException):
                 client.images.remove(staged)
         progress(f"environment image {spec.tag} ready in {time.monotonic() - started:.1f}s")
-    found = find_environment(client, spec)
+    found = settled(lambda: find_environment(client, spec))
     if found is None:
         raise OperationalError(f"the environment image {spec.tag} is not there after its import")
     return found

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import docker
 import docker.errors
@@ -225,16 +225,46 @@ def find_build_image(
     filters = [f"{LABEL_ROOTFS}={rootfs_sha256}" if rootfs_sha256 else LABEL_ROOTFS]
     if config is not None:
         filters.append(f"{LABEL_CONFIG}={config.key}")
+    for image_id, tags, labels in list_images(client, {"label": filters}):
+        digest = labels.get(LABEL_ROOTFS, "")
+        tag = image_tag(digest, repository)
+        if tag in tags:
+            return BuildImage(tag=tag, rootfs_sha256=digest, image_id=image_id)
+    return None
+
+
+T = TypeVar("T")
+
+
+def settled(find: Callable[[], T | None], attempts: int = 5) -> T | None:
+    """``find()``, asked again a few times while it finds nothing: right after an import or a
+    tag, another builder sharing the engine may be moving the same tag to its own copy."""
+    for attempt in range(attempts):
+        found = find()
+        if found is not None or attempt == attempts - 1:
+            return found
+        time.sleep(0.2 * (attempt + 1))
+    return None
+
+
+def list_images(
+    client: docker.DockerClient, filters: dict[str, list[str]]
+) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
+    """(id, tags, labels) of the images that match ``filters``, sorted by id, from one listing.
+
+    Builders that share an engine (containers behind one Docker API proxy) import and tag the
+    same names at once; inspecting each listed image in turn could miss a tag that moved from
+    one image to another in between.
+    """
     try:
-        images = client.images.list(filters={"label": filters})
+        summaries = client.api.images(filters=filters)
     except docker.errors.DockerException as exc:
         raise OperationalError(f"cannot list Docker images: {exc}") from exc
-    for image in sorted(images, key=lambda image: str(image.id)):
-        digest = image.labels.get(LABEL_ROOTFS, "")
-        tag = image_tag(digest, repository)
-        if tag in image.tags:
-            return BuildImage(tag=tag, rootfs_sha256=digest, image_id=str(image.id))
-    return None
+    found = [
+        (str(s["Id"]), tuple(s.get("RepoTags") or ()), dict(s.get("Labels") or {}))
+        for s in summaries
+    ]
+    return sorted(found)
 
 
 @contextlib.contextmanager
@@ -665,7 +695,7 @@ def import_rootfs_archive(
         )
     except docker.errors.DockerException as exc:
         raise OperationalError(f"docker import of {path} failed: {exc}") from exc
-    found = find_build_image(client, rootfs_sha256=rootfs_sha256)
+    found = settled(lambda: find_build_image(client, rootfs_sha256=rootfs_sha256))
     if found is None:
         raise OperationalError(f"imported image {tag} not found afterwards")
     return found
