@@ -79,6 +79,10 @@ def run_app(app: object, sock: socket.socket) -> None:
         access_log=False,
         lifespan="off",
         timeout_keep_alive=30,
+        # On SIGTERM, requests still running after this are cancelled: a long poll of
+        # /latest-checkpoint (up to 5 s) must not hold a stopping server. A write answered
+        # late is durable already (the sequencer commits before it answers).
+        timeout_graceful_shutdown=1,
         http=ProblemHTTPProtocol,  # unparsable requests get a problem+json 400 too
     )
     uvicorn.Server(config).run(sockets=[sock])
