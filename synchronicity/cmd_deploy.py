@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deploy.config import give_to_node_user
+from deploy.config import give_to_node_user, write_client_config
 from deploy.dockernet import write_container_config
 from deploy.image import NODE_UID, PROJECT_ROOT, ensure_node_image
 from logserver.core.errors import UsageError
@@ -40,6 +40,8 @@ def config(args: argparse.Namespace) -> int:
     print(f"network {network.network_id}: log at {network.log.url}")
     for w in network.witnesses:
         print(f"  {w.name} at {w.url}")
+    client = write_client_config(directory, network)
+    print(f"{client}: the same network at the ports compose publishes on 127.0.0.1")
     if not give_to_node_user(directory):
         print(f"now run: sudo chown -R {NODE_UID}:{NODE_UID} {directory}", file=sys.stderr)
     return 0

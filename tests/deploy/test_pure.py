@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deploy.config import CLIENT_FILE, client_config
 from deploy.dockernet import config_archive, node_command, node_names, write_container_config
 from deploy.image import build_key
 from deploy.pins import Installed, lock_text, resolve_pins
 from logserver.core.errors import FormatError, UsageError
+from logserver.protocol.network import NetworkConfig
 from synchronicity.cmd_network import init_network
 from tests.support.procs import run_cli
 
@@ -121,3 +123,28 @@ def test_deploy_config_command_writes_once(tmp_path: Path) -> None:
     again = run_cli("deploy", "config", "--dir", str(net))
     assert again.returncode == 2 and "--force" in again.stderr
     assert run_cli("deploy", "config", "--dir", str(net), "--force").returncode == 0
+
+
+def test_client_config_is_the_network_at_the_published_ports(tmp_path: Path) -> None:
+    network = write_container_config(tmp_path, entries="open")
+    client = client_config(network)
+    assert client.log.url == "http://127.0.0.1:8700"
+    assert [w.url for w in client.witnesses] == [
+        f"http://127.0.0.1:{8700 + i}" for i in range(1, 5)
+    ]
+    assert network.witnesses[0].url == "http://witness-1:8701"
+    # the same network otherwise: id, keys, names, rules
+    assert (client.log.origin, client.log.vkey) == (network.log.origin, network.log.vkey)
+    assert (client.network_id, client.f, client.entries) == (network.network_id, 1, "open")
+    assert [w.vkey for w in client.witnesses] == [w.vkey for w in network.witnesses]
+    chosen = client_config(network, [9000, 9001, 9002, 9003, 9004])
+    assert chosen.witnesses[3].url == "http://127.0.0.1:9004"
+    with pytest.raises(ValueError):
+        client_config(network, [9000, 9001])
+    # deploy config writes it beside network.json
+    done = run_cli("deploy", "config", "--dir", str(tmp_path / "net"))
+    assert done.returncode == 0, done.stderr
+    written = NetworkConfig.parse((tmp_path / "net" / CLIENT_FILE).read_bytes())
+    assert written == client_config(
+        NetworkConfig.parse((tmp_path / "net" / "network.json").read_bytes())
+    )
