@@ -205,8 +205,11 @@ class Encoder:
             raise _bad(f"larger than {MAX_ARCHIVE_BYTES} bytes")
         return data
 
-    def encode(self, entries: Iterable[Entry]) -> Iterator[bytes]:
-        """The archive's bytes, in pieces; a FormatError on anything not canonical."""
+    def encode(self, entries: Iterable[Entry], *, end: bool = True) -> Iterator[bytes]:
+        """The archive's bytes, in pieces; a FormatError on anything not canonical.
+
+        With ``end=False`` the trailer is left out (more entries follow in the same tar).
+        """
         if self.prefix:
             yield self._emit(encode_header(TreeEntry(self.prefix, "d", 0o755, 0, 0, 0, "", "")))
         for entry, data in entries:
@@ -226,8 +229,9 @@ class Encoder:
                 yield self._emit(_padding(written))
             sha = digest.hexdigest() if entry.kind == "f" else ""
             self._digest.update(dataclasses.replace(entry, sha256=sha).line())
-        end = self.size + 2 * _BLOCK
-        yield self._emit(b"\0" * (math.ceil(end / _RECORD) * _RECORD - self.size))
+        if end:
+            last = self.size + 2 * _BLOCK
+            yield self._emit(b"\0" * (math.ceil(last / _RECORD) * _RECORD - self.size))
         self.tree_sha256 = self._digest.hexdigest()
 
 

@@ -30,8 +30,8 @@ import hashlib
 import io
 import json
 import os
-import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,7 +331,8 @@ def _bake_toolchain(
 
     encoder = Encoder(KIND_TOOLCHAIN, prefix=TOOLCHAIN_PREFIX)
     progress(f"baking the toolchain {spec.tree(KIND_TOOLCHAIN)[:16]} into {rootfs.tag}")
-    staged = f"{env_repository()}-staging:{spec.key[:16]}-{os.getpid()}-{threading.get_ident()}"
+    # unique among builders that share one engine (in containers, their pids may be equal)
+    staged = f"{env_repository()}-staging:{spec.key[:16]}-{uuid.uuid4().hex[:16]}"
     try:
         container = client.containers.create(
             rootfs.tag,

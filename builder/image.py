@@ -683,9 +683,10 @@ def import_rootfs_archive(
 
     def pieces() -> Iterator[bytes]:
         with path.open("rb") as handle:
-            yield from encoder.encode(envarchive.read_archive(handle))
+            yield from encoder.encode(envarchive.read_archive(handle), end=False)
         if encoder.tree_sha256 != rootfs_sha256:
             raise VerificationError(f"{path} holds the rootfs {encoder.tree_sha256}")
+        yield b"\0" * (2 * 10240)  # the tar's end, sent only once the tree is verified
 
     progress(f"importing the root file system {rootfs_sha256[:16]} as {tag}")
     changes = [f"LABEL {LABEL_ROOTFS}={rootfs_sha256}"]
