@@ -113,15 +113,30 @@ async def _chunked(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitab
             remaining -= len(piece)
 
 
+def body_length(head: Head) -> int | None:
+    """The body's length, or None when it is chunked; BadRequest for any other framing. With
+    both headers the chunked framing counts (and only it is forwarded), as RFC 9112 says."""
+    encoding = head.get("transfer-encoding")
+    if encoding is not None:
+        if encoding.lower() != "chunked":
+            raise BadRequest(f"a Transfer-Encoding other than chunked: {encoding[:40]!r}")
+        return None
+    length = head.get("content-length")
+    if length is None:
+        return 0
+    if not length.isdigit():
+        raise BadRequest("a malformed Content-Length")
+    return int(length)
+
+
 async def relay_body(
     head: Head, reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitable[None]]
 ) -> None:
     """Relay the request body as framed by its headers."""
-    if (head.get("transfer-encoding") or "").lower() == "chunked":
+    remaining = body_length(head)
+    if remaining is None:
         await _chunked(reader, sink)
         return
-    length = head.get("content-length")
-    remaining = int(length) if length and length.isdigit() else 0
     while remaining:
         piece = await reader.read(min(remaining, _PIECE))
         if not piece:
@@ -133,8 +148,8 @@ async def relay_body(
 async def read_body(head: Head, reader: asyncio.StreamReader, limit: int) -> bytes:
     """The whole (de-chunked) body, at most ``limit`` bytes."""
     parts: list[bytes] = []
-    total = 0
-    if (head.get("transfer-encoding") or "").lower() == "chunked":
+    remaining = body_length(head)
+    if remaining is None:
         raw = bytearray()
 
         async def keep(piece: bytes) -> None:
@@ -144,10 +159,6 @@ async def read_body(head: Head, reader: asyncio.StreamReader, limit: int) -> byt
 
         await _chunked(reader, keep)
         return _dechunk(bytes(raw))
-    length = head.get("content-length")
-    if length is not None and not length.isdigit():
-        raise BadRequest("a malformed Content-Length")
-    remaining = int(length or 0)
     if remaining > limit:
         raise BadRequest("the body is too large")
     while remaining:
@@ -155,7 +166,6 @@ async def read_body(head: Head, reader: asyncio.StreamReader, limit: int) -> byt
         if not piece:
             raise BadRequest("the body ends early")
         parts.append(piece)
-        total += len(piece)
         remaining -= len(piece)
     return b"".join(parts)
 
@@ -173,7 +183,9 @@ def _dechunk(raw: bytes) -> bytes:
 
 
 def _request_bytes(method: str, target: str, headers: Headers, *, upgrade: bool) -> bytes:
-    kept = [(k, v) for k, v in headers if k.lower() not in _HOP]
+    chunked = any(k.lower() == "transfer-encoding" for k, _ in headers)
+    dropped = _HOP | ({"content-length"} if chunked else set())
+    kept = [(k, v) for k, v in headers if k.lower() not in dropped]
     if upgrade:
         kept += [("Connection", "Upgrade"), ("Upgrade", "tcp")]
     else:
