@@ -452,16 +452,20 @@ class CampaignRun:
                 if waited is None:
                     continue  # its diff report may still come
                 reason, diff = waited
-            proof_name = f"{twins[0].stem}.tlog-proof"
-            written = write_verdict_proof(
-                self.log,
-                logged,
-                self._recipe(job),
-                self.config.network_id,
-                self.policy,
-                self.state.directory / proof_name,
-            )
-            failures = {} if written.reproduced else failure_reasons(self.log, verdict)
+            proof_name: str | None = f"{twins[0].stem}.tlog-proof"
+            try:
+                write_verdict_proof(
+                    self.log,
+                    logged,
+                    self._recipe(job),
+                    self.config.network_id,
+                    self.policy,
+                    self.state.directory / str(proof_name),
+                )
+            except UsageError as e:  # e.g. a bundle larger than a proof file may carry
+                proof_name = None
+                reason = "; ".join(part for part in (reason, f"no proof file: {e}") if part)
+            failures = {} if verdict.outcome == "reproduced" else failure_reasons(self.log, verdict)
             if not reason:
                 reason = _why_not(verdict, failures)
             started = self.requested_at.get(job)

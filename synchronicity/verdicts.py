@@ -9,7 +9,7 @@ against its published checkpoint.
   ``synchronicity verify`` checks an artifact against it offline; the written file is verified
   before it is kept. For any other outcome the bundle has an empty manifest, so that its recipe
   says which crate the verdict is about (``verify --proofs DIR --lockfile FILE`` matches proofs
-  to packages by it); only a recipe too large to ride along leaves the verdict leaf alone.
+  to packages by it); the bundle always holds the recipe.
 - ``failure_reasons``: each builder's failure reason, read from the reveal leaf the verdict's
   ``failures`` point to, and who did not reveal.
 - ``find_diff_report``: the diff report a builder logged for a mismatch, if it is there yet.
@@ -60,11 +60,8 @@ def write_verdict_proof(
     raw = proof.TlogProof.parse(client.tlog_proof(logged.index))
     if verdict.outcome != "reproduced" or verdict.output_digest is None:
         extra = VerdictBundle(logged.leaf.to_bytes(), b"", recipe_json, network_id).to_extra()
-        if len(extra) > proof.MAX_EXTRA_BYTES:  # a recipe too large to ride along
-            extra = logged.leaf.to_bytes()
         data = proof.TlogProof(raw.index, raw.hashes, raw.checkpoint, extra).to_bytes()
-        if extra != logged.leaf.to_bytes():
-            verify_verdict(data, policy)  # never keep a proof that does not verify
+        verify_verdict(data, policy)  # never keep a proof that does not verify
         atomic_write(path, data, PUBLIC)
         return WrittenProof(path, None)
     manifest = client.blob(verdict.output_digest)

@@ -34,7 +34,7 @@ from logserver.core.policy import Policy
 
 HEADER = b"c2sp.org/tlog-proof@v1"
 MAX_PROOF_HASHES = 64
-MAX_EXTRA_BYTES = 64 * 1024
+MAX_EXTRA_BYTES = 1 << 20  # a verdict bundle (leaf, manifest, a recipe as large as a leaf) fits
 MAX_PROOF_FILE_BYTES = MAX_NOTE_BYTES + 2 * MAX_EXTRA_BYTES
 HASH_SIZE = 32
 

@@ -17,7 +17,13 @@ from logserver.core.cosignature import CosignatureSigner
 from logserver.core.errors import FormatError, PolicyError, UsageError, VerificationError
 from logserver.core.note import NoteSigner, Signer, sign_note
 from logserver.core.policy import Policy
-from logserver.core.proof import MAX_PROOF_HASHES, TlogProof, verify_proof
+from logserver.core.proof import (
+    MAX_EXTRA_BYTES,
+    MAX_PROOF_FILE_BYTES,
+    MAX_PROOF_HASHES,
+    TlogProof,
+    verify_proof,
+)
 from tests.support.paths import VECTORS
 
 ORIGIN = "example.com/fancylog"
@@ -140,11 +146,12 @@ def test_size_bounds() -> None:
     with pytest.raises(UsageError):
         TlogProof(-1, (), b"")
     with pytest.raises(UsageError):
-        TlogProof(0, (), b"", extra=bytes(64 * 1024 + 1))
+        TlogProof(0, (), b"", extra=bytes(MAX_EXTRA_BYTES + 1))
     with pytest.raises(FormatError):
-        TlogProof.parse(b"c2sp.org/tlog-proof@v1\nextra " + b"A" * 200_000 + b"\nindex 0\n\n")
+        too_long = b"A" * (MAX_EXTRA_BYTES * 4 // 3 + 8)
+        TlogProof.parse(b"c2sp.org/tlog-proof@v1\nextra " + too_long + b"\nindex 0\n\n")
     with pytest.raises(FormatError):
-        TlogProof.parse(b"x" * (2 * 1024 * 1024))
+        TlogProof.parse(b"x" * (MAX_PROOF_FILE_BYTES + 1))
 
 
 # --- verification ------------------------------------------------------------------------------
