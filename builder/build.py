@@ -224,10 +224,15 @@ def resolve_recipe(
 
 
 def _origin(facts: _CrateFacts) -> str:
-    if docs_rs_features(facts.manifest, facts.nightly) is None:
+    chosen = docs_rs_features(facts.manifest, facts.nightly)
+    if chosen is None:
         return "the crate's defaults"
     asked = docs_rs_features(facts.manifest) or Features()
-    left_out = sorted(set(asked.features) & facts.nightly)
+    declared = facts.manifest.get("features", {})
+    asked_names = set(declared if asked.all_features and isinstance(declared, dict) else ())
+    left_out = sorted((asked_names | set(asked.features)) - set(chosen.features))
+    if chosen.all_features:
+        left_out = []
     note = f", without {', '.join(left_out)}: nightly only" if left_out else ""
     return f"as its [package.metadata.docs.rs] asks{note}"
 

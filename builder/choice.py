@@ -7,8 +7,8 @@ selection a crate asks docs.rs to build with (``[package.metadata.docs.rs]``: ``
 toolchain can build it: docs.rs builds with a nightly compiler and the metadata's
 ``rustc-args``, so a selection that passes compiler arguments is not followed (the crate's
 defaults are built), and features the crate itself marks as needing nightly (a
-``#![cfg_attr(feature = "F", feature(...))]`` in its sources, see ``nightly_features``) are left
-out of it.
+``#![cfg_attr(feature = "F", feature(...))]`` in its sources, see ``nightly_features``), and
+the features that turn those on (``needing``), are left out of it.
 """
 
 from __future__ import annotations
@@ -100,9 +100,33 @@ def docs_rs_features(
         return None
     if docs.get("rustc-args"):
         return None  # docs.rs passes compiler flags (often --cfg ..._unstable) we do not
+    declared = manifest.get("features", {})
+    declared = declared if isinstance(declared, dict) else {}
+    nightly = needing(declared, nightly)
     if all_features and nightly:  # all of them but those that need nightly
-        declared = manifest.get("features", {})
-        features = list(declared) if isinstance(declared, dict) else []
+        features = list(declared)
         all_features = False
     features = [f for f in features if f not in nightly]
     return Features(tuple(features), not no_default, all_features).normalized()
+
+
+def needing(declared: dict[str, Any], nightly: frozenset[str]) -> frozenset[str]:
+    """``nightly`` and every declared feature that turns one of them on, directly or through
+    other features (regex's ``unstable = ["pattern"]``). Entries ``dep:x`` and ``x/y`` turn
+    on dependencies, not features of this crate.
+
+    >>> sorted(needing({"unstable": ["pattern"], "all": ["unstable", "std"], "std": []},
+    ...                frozenset({"pattern"})))
+    ['all', 'pattern', 'unstable']
+    """
+    found = set(nightly)
+    changed = True
+    while changed:
+        changed = False
+        for name, enables in declared.items():
+            if name in found or not isinstance(enables, list):
+                continue
+            if any(isinstance(e, str) and e in found for e in enables):
+                found.add(name)
+                changed = True
+    return frozenset(found)

@@ -128,6 +128,26 @@ def test_docs_rs_selection_is_what_a_stable_toolchain_can_build() -> None:
     assert docs_rs_features(everything) == Features((), True, True)
 
 
+def test_a_feature_that_turns_on_a_nightly_one_is_left_out_too() -> None:
+    """regex 1.13.2 asks docs.rs for all features; ``pattern`` needs nightly, and ``unstable``
+    turns it on: building ``unstable`` failed on every builder of the top-100 campaign."""
+    regex = {
+        **_docs({"all-features": True}),
+        "features": {
+            "default": ["std", "perf"],
+            "std": ["aho-corasick?/std", "dep:memchr"],
+            "perf": [],
+            "pattern": [],
+            "unstable": ["pattern"],
+            "everything": ["unstable", "std"],
+        },
+    }
+    chosen = docs_rs_features(regex, frozenset({"pattern"}))
+    assert chosen == Features(("default", "perf", "std"))
+    named = {**_docs({"features": ["std", "unstable"]}), "features": regex["features"]}
+    assert docs_rs_features(named, frozenset({"pattern"})) == Features(("std",))
+
+
 def _recipe(**changes: object) -> RecipeValue:
     base = RecipeValue(
         name="x",
