@@ -40,6 +40,7 @@ from tests.support.http_fuzz import (
     alive,
     batches,
 )
+from tests.support.paths import ROOT
 from witness.app import create_app as create_witness_app
 from witness.cosign.http import AddCheckpointHandler, add_routes
 
@@ -169,16 +170,59 @@ def _fuzzed(routes: Sequence[Route]) -> set[tuple[str, str]]:
     return {(method, route.pattern) for route in routes for method in route.methods}
 
 
-def test_the_fuzz_covers_every_route(tmp_path: Path) -> None:
-    """A route added to the log or the witness is fuzzed too: the tables must list it."""
+def _routes(tmp_path: Path) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(method, path pattern) of every route of the log and of a witness."""
     config = init_network(tmp_path, witnesses=1, ports=free_ports(2))
     signer = note.Signer.from_private_key((tmp_path / "log.key").read_text().strip())
     service = LogService(LogConfig(tmp_path / "log", signer, network=config))
     try:
-        log_app = create_app(service)
-        assert _declared(log_app.routes) == _fuzzed(LOG_ROUTES)
+        log_routes = _declared(create_app(service).routes)
     finally:
         service.store.close()
     witness_app = create_witness_app(SimpleNamespace(worker=None))  # type: ignore[arg-type]
     add_routes(witness_app, cast(AddCheckpointHandler, None))
-    assert _declared(witness_app.routes) == _fuzzed(WITNESS_ROUTES)
+    return log_routes, _declared(witness_app.routes)
+
+
+def test_the_fuzz_covers_every_route(tmp_path: Path) -> None:
+    """A route added to the log or the witness is fuzzed too: the tables must list it."""
+    log_routes, witness_routes = _routes(tmp_path)
+    assert log_routes == _fuzzed(LOG_ROUTES)
+    assert witness_routes == _fuzzed(WITNESS_ROUTES)
+
+
+def _documented(table: str) -> list[tuple[str | None, list[str]]]:
+    """(method or None for any GET, path segments) of each code span of a spec table."""
+    spans = []
+    for span in re.findall(r"`([^`]+)`", table):
+        method, _, path = span.rpartition(" ")
+        if path.startswith("/"):
+            spans.append((method or None, path.strip("/").split("/")))
+    return spans
+
+
+def _matches(segments: list[str], pattern: str) -> bool:
+    """Whether documented ``segments`` (``<name>`` any one, ``...`` any rest) name ``pattern``."""
+    wanted = pattern.strip("/").split("/")
+    for i, segment in enumerate(segments):
+        if segment == "...":
+            return len(wanted) > i
+        if i >= len(wanted) or not (
+            segment == wanted[i] or (segment[:1] == "<" and wanted[i] == "{}")
+        ):
+            return False
+    return len(segments) == len(wanted)
+
+
+def test_spec_api_says_who_may_call_every_route(tmp_path: Path) -> None:
+    """spec/api.md's 'Who may call what' has a row for every route of both servers."""
+    text = (ROOT / "spec" / "api.md").read_text()
+    section = text.split("## Who may call what", 1)[1].split("\n## ", 1)[0]
+    log_table, witness_table = section.split("A builder-witness", 1)
+    for routes, table in zip(_routes(tmp_path), (log_table, witness_table), strict=True):
+        documented = _documented(table)
+        for method, pattern in sorted(routes):
+            assert any(
+                (m == method or (m is None and method == "GET")) and _matches(segments, pattern)
+                for m, segments in documented
+            ), f"spec/api.md does not say who may call {method} {pattern}"
