@@ -5,8 +5,9 @@ that is not yanked, and a pre-release only when asked. ``docs_rs_features`` read
 selection a crate asks docs.rs to build with (``[package.metadata.docs.rs]``: ``features``,
 ``all-features``, ``no-default-features``), or None when it names none, as far as a stable
 toolchain can build it: docs.rs builds with a nightly compiler and the metadata's
-``rustc-args``, so a selection that passes compiler arguments is not followed (the crate's
-defaults are built), and features the crate itself marks as needing nightly (a
+``rustc-args`` and ``rustdoc-args``, so a selection that passes compiler arguments, or a
+``--cfg`` other than ``docsrs`` to rustdoc, is not followed (the crate's defaults are built);
+features the crate itself marks as needing nightly (a
 ``#![cfg_attr(feature = "F", feature(...))]`` in its sources, see ``nightly_features``), and
 the features that turn those on (``needing``), are left out of it.
 """
@@ -98,7 +99,7 @@ def docs_rs_features(
         raise FormatError("[package.metadata.docs.rs]", "all-features and no-default-features")
     if not features and not all_features and not no_default:
         return None
-    if docs.get("rustc-args"):
+    if docs.get("rustc-args") or _unstable_cfgs(docs.get("rustdoc-args")):
         return None  # docs.rs passes compiler flags (often --cfg ..._unstable) we do not
     declared = manifest.get("features", {})
     declared = declared if isinstance(declared, dict) else {}
@@ -108,6 +109,25 @@ def docs_rs_features(
         all_features = False
     features = [f for f in features if f not in nightly]
     return Features(tuple(features), not no_default, all_features).normalized()
+
+
+def _unstable_cfgs(args: object) -> list[str]:
+    """The ``--cfg`` names of docs.rs ``rustdoc-args`` other than ``docsrs...``: a selection
+    that needs them fails without them (hyper's ``ffi`` is a compile_error! unless
+    ``--cfg hyper_unstable_ffi``), while ``--cfg docsrs`` only changes documentation.
+
+    >>> _unstable_cfgs(["--cfg", "docsrs", "--cfg=hyper_unstable_ffi", "--html-in-header", "x"])
+    ['hyper_unstable_ffi']
+    """
+    if not isinstance(args, list):
+        return []
+    names = []
+    for i, arg in enumerate(args):
+        if arg == "--cfg" and i + 1 < len(args):
+            names.append(str(args[i + 1]))
+        elif isinstance(arg, str) and arg.startswith("--cfg="):
+            names.append(arg[len("--cfg=") :])
+    return [name for name in names if not name.startswith("docsrs")]
 
 
 def needing(declared: dict[str, Any], nightly: frozenset[str]) -> frozenset[str]:

@@ -148,6 +148,24 @@ def test_a_feature_that_turns_on_a_nightly_one_is_left_out_too() -> None:
     assert docs_rs_features(named, frozenset({"pattern"})) == Features(("std",))
 
 
+def test_a_selection_that_needs_rustdoc_cfgs_is_not_followed() -> None:
+    """hyper 1.12.0 asks docs.rs for ffi, full, tracing with rustdoc-args --cfg
+    hyper_unstable_ffi: without that cfg, ffi is a compile_error! (it failed on every builder of
+    the top-100 campaign). ``--cfg docsrs`` alone changes only the documentation."""
+    hyper = _docs(
+        {
+            "features": ["ffi", "full", "tracing"],
+            "rustdoc-args": ["--cfg", "hyper_unstable_ffi", "--cfg", "hyper_unstable_tracing"],
+        }
+    )
+    assert docs_rs_features(hyper) is None
+    tokio_like = _docs({"features": ["full"], "rustdoc-args": ["--cfg", "docsrs"]})
+    assert docs_rs_features(tokio_like) == Features(("full",))
+    assert (
+        docs_rs_features(_docs({"features": ["a"], "rustdoc-args": ["--cfg=x_unstable"]})) is None
+    )
+
+
 def _recipe(**changes: object) -> RecipeValue:
     base = RecipeValue(
         name="x",
