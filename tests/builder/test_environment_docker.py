@@ -6,8 +6,9 @@ Host A is this machine as it is (its build image, its rustup toolchain, its cach
 are never removed, other tests use them) and no toolchain (``PATH`` without rustup,
 ``RUSTUP_HOME`` and ``CARGO_HOME`` pointing nowhere).
 
-- A exports its environment; B, given the export directory, gets the same output digest as A;
-  so does another cold B given the directory's URL (http.server on 127.0.0.1);
+- A exports its environment; B, given a directory with A's rootfs archive and A's export
+  directory's URL (http.server on 127.0.0.1), gets the same output digest as A, with the rootfs
+  from the directory and the toolchain from the URL;
 - an archive with one flipped byte is refused before anything is imported;
 - two exports of one environment are the same bytes.
 """
@@ -89,10 +90,12 @@ def other_host(home: Path, prefix: str) -> dict[str, str]:
 
 
 def build_on_other_host(
-    recipe_json: Path, source: str, home: Path, prefix: str
+    recipe_json: Path, sources: list[str], home: Path, prefix: str
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "synchronicity", "build", str(recipe_json)]
-    command += ["--out", str(home / "out"), "--env-source", source]
+    command += ["--out", str(home / "out")]
+    for source in sources:
+        command += ["--env-source", source]
     return subprocess.run(
         command, env=other_host(home, prefix), capture_output=True, text=True, timeout=3000,
         check=False,
@@ -125,24 +128,17 @@ def output_digest(done: subprocess.CompletedProcess[str]) -> str:
     return line.split(":", 1)[1].strip()
 
 
-def test_another_host_builds_from_an_export_directory(
+def test_another_host_builds_from_an_export_directory_and_a_url(
     host_a: tuple[Recipe, str, Path], client: docker.DockerClient, tmp_path: Path, prefix: str
 ) -> None:
+    """One cold host, both kinds of source (one cold import costs minutes): a directory that
+    holds only the rootfs archive of A's export, then A's export directory served over HTTP,
+    which is asked only for what the directory lacks, the toolchain."""
     recipe, digest, export = host_a
-    done = build_on_other_host(export.parent / "recipe.json", str(export), tmp_path, prefix)
-    assert output_digest(done) == digest
-    assert f"fetching the rootfs {recipe.rootfs_sha256[:16]} from directory" in done.stderr
-    cache = tmp_path / "cache" / "environment"
-    assert (cache / archive_name(KIND_ROOTFS, recipe.rootfs_sha256, compressed=False)).is_file()
-    tree = recipe.toolchain.files_sha256
-    assert (cache / archive_name(KIND_TOOLCHAIN, tree, compressed=False)).is_file()
-    assert any(tag.startswith(f"{prefix}-env:") for tag in images_of(client, prefix))
-
-
-def test_another_host_builds_from_a_url(
-    host_a: tuple[Recipe, str, Path], tmp_path: Path, prefix: str
-) -> None:
-    recipe, digest, export = host_a
+    rootfs_only = tmp_path / "rootfs-only"
+    rootfs_only.mkdir()
+    rootfs_name = archive_name(KIND_ROOTFS, recipe.rootfs_sha256)
+    os.link(export / rootfs_name, rootfs_only / rootfs_name)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -155,12 +151,20 @@ def test_another_host_builds_from_a_url(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        done = build_on_other_host(export.parent / "recipe.json", url, tmp_path, prefix)
+        done = build_on_other_host(
+            export.parent / "recipe.json", [str(rootfs_only), url], tmp_path, prefix
+        )
     finally:
         server.shutdown()
         server.server_close()
     assert output_digest(done) == digest
-    assert f"fetching the toolchain {recipe.toolchain.files_sha256[:16]} from {url}" in done.stderr
+    assert f"fetching the rootfs {recipe.rootfs_sha256[:16]} from directory" in done.stderr
+    tree = recipe.toolchain.files_sha256
+    assert f"fetching the toolchain {tree[:16]} from {url}" in done.stderr
+    cache = tmp_path / "cache" / "environment"
+    assert (cache / archive_name(KIND_ROOTFS, recipe.rootfs_sha256, compressed=False)).is_file()
+    assert (cache / archive_name(KIND_TOOLCHAIN, tree, compressed=False)).is_file()
+    assert any(tag.startswith(f"{prefix}-env:") for tag in images_of(client, prefix))
 
 
 def test_a_flipped_byte_is_refused_before_use(
@@ -173,7 +177,7 @@ def test_a_flipped_byte_is_refused_before_use(
     data = bytearray((export / name).read_bytes())
     data[len(data) // 2] ^= 0x04
     (corrupt / name).write_bytes(bytes(data))
-    done = build_on_other_host(export.parent / "recipe.json", str(corrupt), tmp_path, prefix)
+    done = build_on_other_host(export.parent / "recipe.json", [str(corrupt)], tmp_path, prefix)
     assert done.returncode == 3, done.stderr[-2000:]
     assert f"no source has the rootfs {recipe.rootfs_sha256[:16]}" in done.stderr
     assert images_of(client, prefix) == []  # nothing imported
