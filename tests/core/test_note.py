@@ -33,7 +33,7 @@ from logserver.core.note import (
     split_note,
 )
 
-# The example of c2sp.org/signed-note (also in ../shared/vectors/README.md).
+# The example of c2sp.org/signed-note (also in tests/fixtures/vectors/README.md).
 C2SP_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
 C2SP_NOTE = (
     "This is an example message.\n\n— example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi"
