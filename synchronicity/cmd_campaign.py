@@ -452,7 +452,8 @@ class CampaignRun:
                 if waited is None:
                     continue  # its diff report may still come
                 reason, diff = waited
-            proof_name: str | None = f"{twins[0].stem}.tlog-proof"
+            name = f"{twins[0].stem}.tlog-proof"
+            proof_name: str | None = name
             try:
                 write_verdict_proof(
                     self.log,
@@ -460,7 +461,7 @@ class CampaignRun:
                     self._recipe(job),
                     self.config.network_id,
                     self.policy,
-                    self.state.directory / str(proof_name),
+                    self.state.directory / name,
                 )
             except UsageError as e:  # e.g. a bundle larger than a proof file may carry
                 proof_name = None
