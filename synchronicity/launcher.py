@@ -35,8 +35,16 @@ class ServerProcess:
         self.url = ""
         self.stderr_lines: list[str] = []
         self._pump: threading.Thread | None = None
+        self._listening = threading.Event()
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
+        """Start the process and wait until it serves (at most ``timeout`` seconds)."""
+        self.spawn()
+        self.wait_started(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process and read its stderr; ``wait_started`` waits for it to serve."""
         self.stderr_lines = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "synchronicity", *self.args],
@@ -45,33 +53,33 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             env={**os.environ, **(self.env or {}), PARENT_ENV: str(os.getpid())},
         )
-        found = threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stderr is not None
-            for raw in self.proc.stderr:
-                line = raw.decode(errors="replace").rstrip("\n")
-                self.stderr_lines.append(line)
-                if not found.is_set() and '"listen"' in line:
-                    try:
-                        self.url = "http://" + json.loads(line)["listen"]
-                    except (ValueError, KeyError):
-                        continue
-                    found.set()
-
-            self.proc.stderr.close()
-
-        self._pump = threading.Thread(target=pump, daemon=True)
+        self._listening = threading.Event()
+        self._pump = threading.Thread(target=self._read_stderr, daemon=True)
         self._pump.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.stderr_lines.append(line)
+            if not self._listening.is_set() and '"listen"' in line:
+                try:
+                    self.url = "http://" + json.loads(line)["listen"]
+                except (ValueError, KeyError):
+                    continue
+                self._listening.set()
+        self.proc.stderr.close()
+
+    def wait_started(self, timeout: float) -> None:
+        """Wait until the spawned process says where it listens and answers ``/readyz``."""
         deadline = time.monotonic() + timeout
-        while not found.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+        while not self._listening.wait(0.05):
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise OperationalError(
                     f"server did not start: {self.args}\n" + "\n".join(self.stderr_lines[-30:])
                 )
         self.wait_ready(deadline - time.monotonic())
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -105,6 +113,21 @@ class ServerProcess:
         if self._pump is not None:
             self._pump.join(5)
             self._pump = None
+
+
+def start_all(processes: Sequence[ServerProcess], timeout: float = 20.0) -> None:
+    """Start ``processes`` at once (their start-ups overlap) and wait until each serves; if
+    one does not, kill them all."""
+    try:
+        for process in processes:
+            process.spawn()
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.wait_started(max(0.0, deadline - time.monotonic()))
+    except BaseException:
+        for process in processes:
+            process.kill()
+        raise
 
 
 def keygen(tmp: Path, name: str, *, cosignature: bool = False) -> tuple[Path, str]:

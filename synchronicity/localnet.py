@@ -37,7 +37,7 @@ from synchronicity.cmd_network import (
     init_network,
     read_requester,
 )
-from synchronicity.launcher import ServerProcess, free_ports
+from synchronicity.launcher import ServerProcess, free_ports, start_all
 
 LOCK_FILE = "network.lock"
 RUNNING_FILE = "running.json"
@@ -108,9 +108,7 @@ class LocalNetwork:
         return read_requester(self.dir / REQUESTER_FILE, self.config)
 
     def start(self) -> LocalNetwork:
-        self.log.start()
-        for w in self.witnesses:
-            w.start()
+        start_all([self.log, *self.witnesses])
         return self
 
     def stop(self) -> None:
