@@ -28,6 +28,7 @@ from logserver.blobs import check_name
 from logserver.core.errors import FormatError, OperationalError, VerificationError
 from logserver.http.errors import Answer, answering, answers
 from logserver.http.problems import ProblemError, install_handlers, problem, read_body
+from logserver.protocol.entries import MAX_REQUEST_RECIPE_BYTES
 from logserver.protocol.entries import Request as BuildRequest
 from logserver.protocol.requester import REQUEST_SIGNATURE_HEADER
 from witness.admission import RequestGate, RequestLimits
@@ -182,6 +183,12 @@ def _add_build_routes(app: FastAPI, node_writer: SigningWriter, gate: RequestGat
             gate.check_signed(signed, "POST", "/request", body, "a signed request")
         with answering(_BUILD_REQUEST):
             recipe = recipes.from_json(body)
+        if len(body) > MAX_REQUEST_RECIPE_BYTES:
+            raise ProblemError(
+                413,
+                f"the recipe ({len(body)} bytes) is too large for a request leaf: at most "
+                f"{MAX_REQUEST_RECIPE_BYTES} bytes, as a request entry carries its recipe",
+            )
         if recipe.source == recipes.SOURCE_LOCAL and signed is None:
             gate.check_signed(None, "POST", "/request", body, "a build of a local crate")  # 401
         if (index := await gate.existing(recipe.job_id)) is None:

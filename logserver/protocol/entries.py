@@ -27,6 +27,9 @@ from logserver.core.errors import FormatError
 COMMIT_DOMAIN = b"synchronicity/commit/v1\n"
 BUILD_FAILURE_DOMAIN = b"synchronicity/build-failure/v1\n"
 MAX_LEAF_BYTES = 65_535
+# A request carries its recipe: the canonical recipe may take a leaf but for room for the
+# entry's other members, its signature, the network id and the leaf's time (under 1 KiB).
+MAX_REQUEST_RECIPE_BYTES = MAX_LEAF_BYTES - 2048
 MAX_NAME_BYTES = 255
 MAX_REASON_BYTES = 1024
 MAX_TIME_MS = canonical_json.MAX_SAFE_INTEGER

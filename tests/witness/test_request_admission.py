@@ -14,6 +14,7 @@ its verdict for as long as the test runs). Against that witness:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -23,11 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from builder.recipe import SOURCE_LOCAL, Recipe, Toolchain
+from builder.recipe import MAX_RECIPE_BYTES, SOURCE_LOCAL, Recipe, Toolchain
 from builder.sources import CrateStore
 from logserver.client import LogClient
 from logserver.core import note
-from logserver.protocol.entries import Request
+from logserver.protocol.entries import MAX_LEAF_BYTES, Request
 from logserver.protocol.requester import RequestSigner
 from logserver.protocol.signed import Leaf
 from synchronicity.localnet import LocalNetwork
@@ -226,3 +227,15 @@ def test_anyone_may_ask_for_a_crates_io_release_the_index_knows(builder: Builder
     assert r.status_code == 200, r.text
     assert json.loads(r.content)["job"] == good.job_id
     assert builder.request_leaves() == [r.json()["index"]]
+
+
+def test_a_recipe_too_large_for_a_request_leaf_is_413_before_anything(builder: Builder) -> None:
+    """A recipe travels in the request leaf, at most 65,535 bytes: a larger one (a big
+    Cargo.lock) is refused with 413 saying so, before the index is asked or the log written."""
+    base = crates_io_recipe("itoa", "1.0.11", "0" * 64)
+    padding = "# " + "x" * MAX_LEAF_BYTES + "\n"
+    big = dataclasses.replace(base, cargo_lock=base.cargo_lock + padding)
+    assert MAX_LEAF_BYTES < len(big.to_json()) < MAX_RECIPE_BYTES
+    r = builder.client.post("/request", content=big.to_json())
+    assert "too large for a request leaf" in str(assert_problem(r, 413)["detail"])
+    assert builder.request_leaves() == []
