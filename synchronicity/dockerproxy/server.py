@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,7 @@ from synchronicity.dockerproxy.policy import (
 
 MAX_HEAD = 64 << 10
 _PIECE = 1 << 16
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"}
 Headers = list[tuple[str, str]]
 
@@ -93,10 +95,10 @@ async def _chunked(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitab
     """Relay a chunked body, framing included, to ``sink``; BadRequest if it is malformed."""
     while True:
         line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(line.split(b";")[0].strip(), 16)
-        except ValueError as exc:
-            raise BadRequest("a malformed chunk size") from exc
+        digits = line.split(b";")[0].strip()
+        if not _HEX.fullmatch(digits):  # int(, 16) would also take "0x", "_" and signs
+            raise BadRequest("a malformed chunk size")
+        size = int(digits, 16)
         await sink(line)
         if size == 0:
             while True:  # trailers, then the blank line
@@ -104,13 +106,19 @@ async def _chunked(reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitab
                 await sink(trailer)
                 if trailer == b"\r\n":
                     return
-        remaining = size + 2
-        while remaining:
-            piece = await reader.read(min(remaining, _PIECE))
-            if not piece:
-                raise BadRequest("the body ends early")
-            await sink(piece)
-            remaining -= len(piece)
+        await _exactly(reader, size + 2, sink)
+
+
+async def _exactly(
+    reader: asyncio.StreamReader, count: int, sink: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """Pass the next ``count`` bytes to ``sink``, in pieces."""
+    while count:
+        piece = await reader.read(min(count, _PIECE))
+        if not piece:
+            raise BadRequest("the body ends early")
+        await sink(piece)
+        count -= len(piece)
 
 
 def body_length(head: Head) -> int | None:
@@ -124,7 +132,7 @@ def body_length(head: Head) -> int | None:
     length = head.get("content-length")
     if length is None:
         return 0
-    if not length.isdigit():
+    if not (length.isascii() and length.isdigit()):  # str.isdigit alone takes "²"
         raise BadRequest("a malformed Content-Length")
     return int(length)
 
@@ -133,23 +141,18 @@ async def relay_body(
     head: Head, reader: asyncio.StreamReader, sink: Callable[[bytes], Awaitable[None]]
 ) -> None:
     """Relay the request body as framed by its headers."""
-    remaining = body_length(head)
-    if remaining is None:
+    length = body_length(head)
+    if length is None:
         await _chunked(reader, sink)
-        return
-    while remaining:
-        piece = await reader.read(min(remaining, _PIECE))
-        if not piece:
-            raise BadRequest("the body ends early")
-        await sink(piece)
-        remaining -= len(piece)
+    else:
+        await _exactly(reader, length, sink)
 
 
 async def read_body(head: Head, reader: asyncio.StreamReader, limit: int) -> bytes:
     """The whole (de-chunked) body, at most ``limit`` bytes."""
     parts: list[bytes] = []
-    remaining = body_length(head)
-    if remaining is None:
+    length = body_length(head)
+    if length is None:
         raw = bytearray()
 
         async def keep(piece: bytes) -> None:
@@ -159,14 +162,13 @@ async def read_body(head: Head, reader: asyncio.StreamReader, limit: int) -> byt
 
         await _chunked(reader, keep)
         return _dechunk(bytes(raw))
-    if remaining > limit:
+    if length > limit:
         raise BadRequest("the body is too large")
-    while remaining:
-        piece = await reader.read(min(remaining, _PIECE))
-        if not piece:
-            raise BadRequest("the body ends early")
+
+    async def append(piece: bytes) -> None:
         parts.append(piece)
-        remaining -= len(piece)
+
+    await _exactly(reader, length, append)
     return b"".join(parts)
 
 

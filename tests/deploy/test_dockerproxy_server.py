@@ -214,10 +214,35 @@ def test_dechunk_and_heads() -> None:
     assert Head("GET / HTTP/1.1", [("Content-Length", "3")]).get("content-length") == "3"
 
 
-@pytest.mark.parametrize("bad", [b"GET / HTTP/1.1\r\nno colon\r\n\r\n", b"GET /\r\n\r\n"])
+PUT = b"PUT /v1.41/containers/" + MINE.encode() + b"/archive?path=%2F HTTP/1.1\r\n"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+        b"GET /\r\n\r\n",
+    ],
+)
 def test_malformed_requests_get_400(tmp_path: Path, bad: bytes) -> None:
     async def scenario(engine: FakeEngine, socket: str) -> None:
         status, _, _ = await exchange(socket, bad)
         assert status == 400
 
     assert run(tmp_path, scenario).seen == []
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Content-Length: \u00b2\r\n\r\nab".encode("latin-1"),  # str.isdigit takes it
+        b"Transfer-Encoding: chunked\r\n\r\n0x2\r\nab\r\n0\r\n\r\n",  # int(, 16) too
+        b"Transfer-Encoding: chunked\r\n\r\n-2\r\nab\r\n0\r\n\r\n",
+    ],
+)
+def test_a_body_framed_loosely_is_400_and_never_forwarded(tmp_path: Path, framing: bytes) -> None:
+    async def scenario(engine: FakeEngine, socket: str) -> None:
+        status, _, _ = await exchange(socket, PUT + b"Host: docker\r\n" + framing)
+        assert status == 400
+
+    assert not [s for s in run(tmp_path, scenario).seen if s.line.startswith("PUT")]
